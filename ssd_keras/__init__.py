@@ -1,0 +1,58 @@
+"""ssd_keras: SSD300 in TensorFlow 2 / Keras 3, a faithful port of the Keras ``ssd_keras`` lineage.
+
+The public API is re-exported here and loaded lazily: ``import ssd_keras`` is cheap and does not
+import TensorFlow until a name that needs it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module (inside this package) that defines it
+_EXPORTS = {
+    "SSD300": "ssd",
+    "VOC_CLASSES": "ssd",
+    "prior_boxes": "ssd",
+    "detect": "ssd",
+    "Normalize": "ssd_layers",
+    "PriorBox": "ssd_layers",
+    "BBoxUtility": "ssd_utils",
+    "load_weights": "weights",
+    "LoadReport": "weights",
+    "WeightsFileError": "weights",
+    "load_image": "image",
+    "preprocess_input": "image",
+    "ImageLoadError": "image",
+    "class_colors": "visualization",
+    "draw_detections": "visualization",
+    "plot_detections": "visualization",
+    "overlay_heatmap": "visualization",
+    "save_image": "visualization",
+}
+
+__all__ = sorted(_EXPORTS) + ["__version__"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from .image import ImageLoadError, load_image, preprocess_input
+    from .ssd import SSD300, VOC_CLASSES, detect, prior_boxes
+    from .ssd_layers import Normalize, PriorBox
+    from .ssd_utils import BBoxUtility
+    from .visualization import (class_colors, draw_detections, overlay_heatmap,
+                                plot_detections, save_image)
+    from .weights import LoadReport, WeightsFileError, load_weights
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ssd_keras' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

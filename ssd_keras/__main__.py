@@ -1,0 +1,8 @@
+"""``python -m ssd_keras``: see :mod:`ssd_keras.cli`."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""``python -m ssd_keras <command>``: thin command-line wrappers over the library.
+
+Commands:
+    detect   run SSD300 on images, write annotated PNGs and ``detections.csv``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+__all__ = ["main", "import_tensorflow_quietly", "find_default_weights", "read_class_names"]
+
+DEFAULT_WEIGHTS_NAME = "weights_SSD300.hdf5"
+WEIGHTS_HELP = "see weights/README.md for where to get weights_SSD300.hdf5"
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def import_tensorflow_quietly() -> None:
+    """Imports TensorFlow with its C++ start-up log lines silenced.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` unless the user chose a level, and sends the native
+    stderr to ``/dev/null`` while TensorFlow loads and looks for devices (the oneDNN and CUDA
+    notices are printed there before any log level applies; GPUs are still found and used).
+    Python exceptions still propagate. Used by the CLI and the tests; importing the library
+    itself changes no global state.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable file descriptor 2 (embedded interpreters)
+        import tensorflow  # noqa: F401
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
+def find_default_weights() -> Path | None:
+    """``weights/weights_SSD300.hdf5`` in the working directory or beside the package, if any."""
+    for root in (Path.cwd(), PACKAGE_ROOT):
+        candidate = root / "weights" / DEFAULT_WEIGHTS_NAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_class_names(spec: str) -> list[str]:
+    """``"voc"`` for the 20 Pascal VOC classes, or a file with one class name per line.
+
+    Names are listed without background; blank lines and ``#`` comments are ignored; a first
+    name ``background`` (the original port's convention) is dropped.
+    """
+    if spec.lower() == "voc":
+        from .ssd import VOC_CLASSES
+
+        return list(VOC_CLASSES)
+    path = Path(spec)
+    if not path.is_file():
+        raise FileNotFoundError(f"class list not found: {spec} (give 'voc' or a file with one "
+                                f"class name per line)")
+    names = [line.strip() for line in path.read_text(encoding="utf8").splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if names and names[0].lower() == "background":
+        names = names[1:]
+    if not names:
+        raise ValueError(f"{spec}: the class list is empty")
+    if len(set(names)) != len(names):
+        raise ValueError(f"{spec}: the class list has duplicate names")
+    return names
+
+
+def _unique_output(out_dir: Path, image_path: Path, taken: set[str]) -> Path:
+    stem, k = image_path.stem, 1
+    name = f"{stem}.png"
+    while name in taken:
+        k += 1
+        name = f"{stem}_{k}.png"
+    taken.add(name)
+    return out_dir / name
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
+    import numpy as np
+
+    from .image import load_image
+    from .ssd import SSD300, detect
+    from .ssd_utils import BBoxUtility
+    from .visualization import draw_detections, save_image, to_pixels
+    from .weights import load_weights
+
+    class_names = read_class_names(args.classes)
+    weights = Path(args.weights) if args.weights else find_default_weights()
+    if args.weights and not weights.is_file():
+        raise FileNotFoundError(f"weights file not found: {args.weights} ({WEIGHTS_HELP})")
+
+    model = SSD300((300, 300, 3), num_classes=len(class_names) + 1)
+    if weights is None:
+        print("WARNING: no trained weights found (looked for weights/"
+              f"{DEFAULT_WEIGHTS_NAME} here and beside the package; {WEIGHTS_HELP}).\n"
+              "WARNING: running the whole pipeline on an UNTRAINED network: its detections are "
+              "random and meaningless.", file=sys.stderr)
+    else:
+        report = load_weights(model, weights)
+        print(f"weights: {weights} ({len(report.loaded)} layers loaded)")
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bbox_util = BBoxUtility(len(class_names) + 1, nms_thresh=args.nms_thresh)
+    failures, rows, taken = 0, [], set()
+    for path in map(Path, args.images):
+        try:
+            image = load_image(path)
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        detections = detect(model, [image], bbox_util, confidence_threshold=args.conf_thresh)[0]
+        height, width = image.shape[:2]
+        out_path = _unique_output(out_dir, path, taken)
+        save_image(out_path, draw_detections(image, detections, class_names))
+        for label, score, *box in detections:
+            xmin, ymin, xmax, ymax = to_pixels(np.asarray([box]), width, height)[0]
+            rows.append([str(path), class_names[int(label) - 1], f"{score:.4f}",
+                         f"{xmin:.1f}", f"{ymin:.1f}", f"{xmax:.1f}", f"{ymax:.1f}"])
+        print(f"{path}: {len(detections)} detections -> {out_path}")
+
+    csv_path = out_dir / "detections.csv"
+    with open(csv_path, "w", newline="", encoding="utf8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_path", "class_name", "score", "xmin", "ymin", "xmax", "ymax"])
+        writer.writerows(rows)
+    print(f"{len(rows)} detections in {len(args.images) - failures} images -> {csv_path}")
+    return 1 if failures else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ssd_keras",
+                                     description="SSD300 object detection in Keras 3.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    detect = commands.add_parser(
+        "detect", help="detect objects in images",
+        description="Run SSD300 on images; write one annotated PNG per image and "
+                    "detections.csv (image, class, score, pixel box) to --out.")
+    detect.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    detect.add_argument("--weights", metavar="PATH",
+                        help=f"weights file (.h5/.hdf5 legacy, .weights.h5, .keras); default "
+                             f"weights/{DEFAULT_WEIGHTS_NAME} when present")
+    detect.add_argument("--out", default="detections", metavar="DIR",
+                        help="output folder (default: %(default)s)")
+    detect.add_argument("--conf-thresh", type=float, default=0.6,
+                        help="minimum confidence of a drawn detection (default: %(default)s)")
+    detect.add_argument("--nms-thresh", type=float, default=0.45,
+                        help="IoU threshold of non-maximum suppression (default: %(default)s)")
+    detect.add_argument("--classes", default="voc", metavar="voc|FILE",
+                        help="class names without background: 'voc' or a file with one name "
+                             "per line (default: %(default)s)")
+    detect.set_defaults(func=_cmd_detect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (0 ok, 1 failure, 2 usage error)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1

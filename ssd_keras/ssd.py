@@ -1,0 +1,233 @@
+"""SSD300, the 7308-prior variant of the original Keras port, as a Keras functional model.
+
+Layer names and weight shapes are those of the original port, so its ported Caffe weights
+(``weights_SSD300.hdf5``) load by name::
+
+    model = SSD300((300, 300, 3), num_classes=21)
+    model.load_weights("weights/weights_SSD300.hdf5", by_name=True)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import keras
+import numpy as np
+from keras import layers
+
+from .ssd_layers import Normalize, PriorBox
+
+__all__ = ["SSD300", "VOC_CLASSES", "HEADS", "HeadSpec", "prior_boxes", "detect", "NUM_PRIORS_SSD300"]
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+"""The 20 Pascal VOC classes of the published weights, without background (label i+1 is name i)."""
+
+VARIANCES = (0.1, 0.1, 0.2, 0.2)
+NUM_PRIORS_SSD300 = 7308
+_ORIGINAL_NUM_CLASSES = 21  # conf heads of other class counts get a suffix in their names
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One prediction head: the layer it reads and its default boxes."""
+
+    source: str
+    min_size: float
+    max_size: float | None
+    aspect_ratios: tuple[float, ...]
+
+    @property
+    def num_priors(self) -> int:
+        return PriorBox((1, 1), self.min_size, self.max_size, self.aspect_ratios).num_priors
+
+
+HEADS = (
+    HeadSpec("conv4_3_norm", 30.0, None, (2.0,)),
+    HeadSpec("fc7", 60.0, 114.0, (2.0, 3.0)),
+    HeadSpec("conv6_2", 114.0, 168.0, (2.0, 3.0)),
+    HeadSpec("conv7_2", 168.0, 222.0, (2.0, 3.0)),
+    HeadSpec("conv8_2", 222.0, 276.0, (2.0, 3.0)),
+    HeadSpec("pool6", 276.0, 330.0, (2.0, 3.0)),
+)
+"""The six heads of SSD300 in output order (prior sizes in pixels of the 300x300 input)."""
+
+
+def _conv(x, filters, kernel, name, width, strides=1, padding="same", dilation=1):
+    channels = max(8, int(round(filters * width)))
+    return layers.Conv2D(channels, kernel, strides=strides, padding=padding,
+                         dilation_rate=dilation, activation="relu", name=name)(x)
+
+
+def _pool(x, name, size=2, strides=2):
+    return layers.MaxPooling2D(size, strides=strides, padding="same", name=name)(x)
+
+
+def SSD300(input_shape: Sequence[int] = (300, 300, 3), num_classes: int = 21,
+           width_multiplier: float = 1.0) -> keras.Model:
+    """Builds SSD300 (VGG16 backbone, six heads, 7308 default boxes at 300x300).
+
+    Args:
+        input_shape: ``(height, width, channels)`` of the preprocessed input (see
+            :func:`ssd_keras.image.preprocess_input`: BGR, Caffe mean subtracted).
+        num_classes: classes including background (21 for Pascal VOC). For any other count
+            the confidence heads are named ``<source>_mbox_conf_<num_classes>``, so that the
+            21-class weight file loads everything but them.
+        width_multiplier: scales the channel count of every backbone and extra-layer
+            convolution (rounded, at least 8); names, head outputs and priors do not change.
+            1.0 is the original network exactly. Thin models train and test fast.
+
+    Returns:
+        A ``keras.Model`` named ``ssd300`` mapping ``(batch, H, W, 3)`` float32 to
+        ``predictions`` ``(batch, num_priors, 4 + num_classes + 8)``: location offsets (4),
+        softmax confidences (``num_classes``, layer ``mbox_conf_final``; the logits are layer
+        ``mbox_conf_logits``), and per prior its corners and variances (8).
+    """
+    input_shape = tuple(input_shape)
+    if len(input_shape) != 3 or any(s is None or int(s) <= 0 for s in input_shape):
+        raise ValueError(f"input_shape must be (height, width, channels) with positive sizes, "
+                         f"got {input_shape}")
+    if int(num_classes) != num_classes or num_classes < 2:
+        raise ValueError(f"num_classes counts background too and must be an integer >= 2, "
+                         f"got {num_classes}")
+    if not width_multiplier > 0:
+        raise ValueError(f"width_multiplier must be positive, got {width_multiplier}")
+    num_classes = int(num_classes)
+    w = float(width_multiplier)
+
+    inputs = keras.Input(shape=input_shape, name="input_1")
+    net = {}
+    x = inputs
+    # VGG16 backbone: blocks 1-5.
+    for block, (filters, convs) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)], 1):
+        for i in range(1, convs + 1):
+            x = net[f"conv{block}_{i}"] = _conv(x, filters, 3, f"conv{block}_{i}", w)
+        if block < 5:
+            x = _pool(x, f"pool{block}")
+    x = _pool(x, "pool5", size=3, strides=1)
+    # The fully connected layers of VGG16 as (dilated) convolutions.
+    x = _conv(x, 1024, 3, "fc6", w, dilation=6)
+    x = net["fc7"] = _conv(x, 1024, 1, "fc7", w)
+    # Extra feature layers.
+    x = _conv(x, 256, 1, "conv6_1", w)
+    x = net["conv6_2"] = _conv(x, 512, 3, "conv6_2", w, strides=2)
+    x = _conv(x, 128, 1, "conv7_1", w)
+    x = layers.ZeroPadding2D(name="conv7_2_zero_padding")(x)
+    x = net["conv7_2"] = _conv(x, 256, 3, "conv7_2", w, strides=2, padding="valid")
+    x = _conv(x, 128, 1, "conv8_1", w)
+    x = net["conv8_2"] = _conv(x, 256, 3, "conv8_2", w, strides=2)
+    net["pool6"] = layers.GlobalAveragePooling2D(name="pool6")(x)
+    net["conv4_3_norm"] = Normalize(20.0, name="conv4_3_norm")(net["conv4_3"])
+
+    suffix = "" if num_classes == _ORIGINAL_NUM_CLASSES else f"_{num_classes}"
+    img_size = (input_shape[1], input_shape[0])
+    locs, confs, priors = [], [], []
+    for head in HEADS:
+        src, n = head.source, head.num_priors
+        priorbox = PriorBox(img_size, head.min_size, head.max_size, head.aspect_ratios,
+                            variances=VARIANCES, name=f"{src}_mbox_priorbox")
+        if src == "pool6":
+            # The global pool has no spatial grid: its head is two Dense layers.
+            locs.append(layers.Dense(n * 4, name="pool6_mbox_loc_flat")(net[src]))
+            confs.append(layers.Dense(n * num_classes,
+                                      name=f"pool6_mbox_conf_flat{suffix}")(net[src]))
+            channels = net[src].shape[-1]
+            reshaped = layers.Reshape((1, 1, channels), name="pool6_reshaped")(net[src])
+            priors.append(priorbox(reshaped))
+            continue
+        loc = layers.Conv2D(n * 4, 3, padding="same", name=f"{src}_mbox_loc")(net[src])
+        locs.append(layers.Flatten(name=f"{src}_mbox_loc_flat")(loc))
+        conf = layers.Conv2D(n * num_classes, 3, padding="same",
+                             name=f"{src}_mbox_conf{suffix}")(net[src])
+        confs.append(layers.Flatten(name=f"{src}_mbox_conf_flat")(conf))
+        priors.append(priorbox(net[src]))
+
+    mbox_loc = layers.Concatenate(axis=1, name="mbox_loc")(locs)
+    mbox_conf = layers.Concatenate(axis=1, name="mbox_conf")(confs)
+    mbox_priorbox = layers.Concatenate(axis=1, name="mbox_priorbox")(priors)
+    num_boxes = mbox_loc.shape[-1] // 4
+    # The outputs stay float32 under a mixed-precision policy (softmax and box offsets).
+    mbox_loc = layers.Reshape((num_boxes, 4), name="mbox_loc_final", dtype="float32")(mbox_loc)
+    logits = layers.Reshape((num_boxes, num_classes), name="mbox_conf_logits",
+                            dtype="float32")(mbox_conf)
+    probs = layers.Activation("softmax", name="mbox_conf_final", dtype="float32")(logits)
+    predictions = layers.Concatenate(axis=2, name="predictions", dtype="float32")(
+        [mbox_loc, probs, mbox_priorbox])
+    return keras.Model(inputs, predictions, name="ssd300")
+
+
+def _prior_layers(model: keras.Model) -> list[PriorBox]:
+    """The PriorBox layers of a model in the order their outputs are concatenated."""
+    try:
+        concat = model.get_layer("mbox_priorbox")
+    except ValueError:
+        concat = None
+    if concat is not None:
+        ordered = []
+        for tensor in keras.tree.flatten(concat.input):
+            layer = tensor._keras_history.operation
+            if not isinstance(layer, PriorBox):
+                break
+            ordered.append(layer)
+        else:
+            return ordered
+    return [layer for layer in model.layers if isinstance(layer, PriorBox)]
+
+
+def prior_boxes(model: keras.Model) -> np.ndarray:
+    """The default boxes of a built SSD model, without running it.
+
+    Args:
+        model: a model built by :func:`SSD300` (or any model whose PriorBox outputs are
+            concatenated by a layer named ``mbox_priorbox``).
+
+    Returns:
+        ``(num_priors, 8)`` float32 rows ``[xmin, ymin, xmax, ymax, var0..var3]``, normalised
+        corners, in the order of the model's predictions (7308 rows for SSD300).
+    """
+    prior_layers = _prior_layers(model)
+    if not prior_layers:
+        raise ValueError(f"model {model.name!r} has no PriorBox layers")
+    return np.concatenate([layer.priors for layer in prior_layers], axis=0).astype(np.float32)
+
+
+def detect(model: keras.Model, images: Sequence[np.ndarray], bbox_util=None,
+           confidence_threshold: float = 0.01, keep_top_k: int = 200, batch_size: int = 8,
+           return_indices: bool = False) -> list[np.ndarray]:
+    """Runs an SSD model on RGB images of any size and decodes its detections.
+
+    Each image is resized to the model's input size, passed through
+    :func:`ssd_keras.image.preprocess_input`, predicted in batches and decoded with
+    :meth:`ssd_keras.BBoxUtility.detection_out`.
+
+    Args:
+        model: an SSD model (for example from :func:`SSD300`).
+        images: RGB uint8 arrays ``(H, W, 3)``, sizes may differ.
+        bbox_util: a :class:`ssd_keras.BBoxUtility` (its ``nms_thresh`` and ``top_k`` apply);
+            by default one for the model's class count.
+        confidence_threshold, keep_top_k, return_indices: see ``detection_out``.
+        batch_size: images per forward pass.
+
+    Returns:
+        One array per image of rows ``[label, confidence, xmin, ymin, xmax, ymax]``, corners
+        normalised to the image (so they apply to the original size too).
+    """
+    from .image import preprocess_input, resize_image
+    from .ssd_utils import BBoxUtility
+
+    height, width = model.input_shape[1:3]
+    if bbox_util is None:
+        bbox_util = BBoxUtility(model.output_shape[-1] - 12)
+    results = []
+    for start in range(0, len(images), batch_size):
+        batch = np.stack([resize_image(image, (height, width))
+                          for image in images[start:start + batch_size]])
+        predictions = model.predict_on_batch(preprocess_input(batch))
+        results.extend(bbox_util.detection_out(
+            np.asarray(predictions), keep_top_k=keep_top_k,
+            confidence_threshold=confidence_threshold, return_indices=return_indices))
+    return results
