@@ -33,15 +33,35 @@ _EXPORTS = {
     "save_image": "visualization",
 }
 
-__all__ = sorted(_EXPORTS) + ["__version__"]
+__all__ = [
+    "BBoxUtility",
+    "ImageLoadError",
+    "LoadReport",
+    "Normalize",
+    "PriorBox",
+    "SSD300",
+    "VOC_CLASSES",
+    "WeightsFileError",
+    "class_colors",
+    "detect",
+    "draw_detections",
+    "load_image",
+    "load_weights",
+    "overlay_heatmap",
+    "plot_detections",
+    "preprocess_input",
+    "prior_boxes",
+    "save_image",
+    "__version__",
+]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    # ruff: noqa: F401
     from .image import ImageLoadError, load_image, preprocess_input
     from .ssd import SSD300, VOC_CLASSES, detect, prior_boxes
     from .ssd_layers import Normalize, PriorBox
     from .ssd_utils import BBoxUtility
-    from .visualization import (class_colors, draw_detections, overlay_heatmap,
-                                plot_detections, save_image)
+    from .visualization import class_colors, draw_detections, overlay_heatmap, plot_detections, save_image
     from .weights import LoadReport, WeightsFileError, load_weights
 
 

@@ -53,8 +53,8 @@ class LoadReport:
     unused: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"{self.path} ({self.format}): loaded {len(self.loaded)} layers, "
-                 f"skipped {len(self.skipped)}, unused in file {len(self.unused)}"]
+        lines = [(f"{self.path} ({self.format}): loaded {len(self.loaded)} layers, "
+                  f"skipped {len(self.skipped)}, unused in file {len(self.unused)}")]
         lines += [f"  skipped {name}: {reason}" for name, reason in self.skipped.items()]
         return "\n".join(lines)
 
@@ -171,6 +171,13 @@ def _load_legacy(model, path, root, skip_mismatch) -> LoadReport:
     return report
 
 
+def _dataset_shapes(group: h5py.Group) -> list[tuple[int, ...]]:
+    shapes = []
+    group.visititems(lambda _, obj: shapes.append(tuple(obj.shape))
+                     if isinstance(obj, h5py.Dataset) else None)
+    return shapes
+
+
 def _keras3_file_layers(f: h5py.File) -> dict[str, list[tuple[int, ...]]]:
     """Top-level layers of a Keras 3 weights file: ``{layer name: shapes of its variables}``."""
     found = {}
@@ -181,9 +188,7 @@ def _keras3_file_layers(f: h5py.File) -> dict[str, list[tuple[int, ...]]]:
         group = layers_group[key]
         vars_group = group.get("vars")
         name = _decode([vars_group.attrs.get("name", key)])[0] if vars_group is not None else key
-        shapes = []
-        group.visititems(lambda _, obj: shapes.append(tuple(obj.shape))
-                         if isinstance(obj, h5py.Dataset) else None)
+        shapes = _dataset_shapes(group)
         if shapes:
             found[name] = shapes
     return found

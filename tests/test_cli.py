@@ -1,0 +1,139 @@
+"""``python -m ssd_keras detect``: in-process runs, plus one real subprocess for the quiet start."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from ssd_keras import cli
+from ssd_keras.image import load_image
+from ssd_keras.ssd import SSD300, VOC_CLASSES, prior_boxes
+from ssd_keras.visualization import save_image
+from tests.conftest import REPO_ROOT
+from tests.legacy_h5 import write_legacy_h5
+
+CAT = VOC_CLASSES.index("cat") + 1
+CAT_BIAS = 5.0
+CAT_SCORE = np.exp(CAT_BIAS) / (np.exp(CAT_BIAS) + 20)  # softmax with all other logits 0
+
+
+@pytest.fixture(scope="module")
+def cat_everywhere(tmp_path_factory):
+    """Full-size SSD300 weights (legacy layout) with zero kernels and a 'cat' bias in the conf
+    heads: every prior says cat with CAT_SCORE and zero offsets (boxes = priors)."""
+    model = SSD300()
+    weights = {}
+    for layer in model.layers:
+        arrays = [np.zeros(tuple(w.shape), "float32") for w in layer.weights]
+        if "mbox_conf" in layer.name and arrays:
+            arrays[1].reshape(-1, 21)[:, CAT] = CAT_BIAS
+        if arrays:
+            weights[layer.name] = arrays
+    path = tmp_path_factory.mktemp("weights") / "cat.hdf5"
+    write_legacy_h5(path, model, weights, compression="gzip")
+    return path, prior_boxes(model)
+
+
+@pytest.fixture()
+def image_file(tmp_path, sample_image):
+    path = tmp_path / "in" / "hopper.jpg"
+    save_image(path, sample_image)
+    return path
+
+
+@pytest.fixture()
+def no_default_weights(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(cli, "PACKAGE_ROOT", tmp_path)
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_detect_writes_annotated_png_and_csv(cat_everywhere, image_file, tmp_path, capsys):
+    weights, priors = cat_everywhere
+    out = tmp_path / "out"
+    assert cli.main(["detect", str(image_file), "--weights", str(weights), "--out", str(out)]) == 0
+    rows = read_rows(out / "detections.csv")
+    assert rows[0] == ["image_path", "class_name", "score", "xmin", "ymin", "xmax", "ymax"]
+    assert len(rows) == 1 + 200  # keep_top_k of detection_out
+    assert {r[1] for r in rows[1:]} == {"cat"}
+    np.testing.assert_allclose([float(r[2]) for r in rows[1:]], CAT_SCORE, atol=1e-4)
+    image = load_image(image_file)
+    height, width = image.shape[:2]
+    # equal scores keep prior order: the first detection is prior 0, in pixels of the original
+    np.testing.assert_allclose([float(v) for v in rows[1][3:]],
+                               priors[0, :4] * [width, height, width, height], atol=0.06)
+    drawn = cv2.cvtColor(cv2.imread(str(out / "hopper.png")), cv2.COLOR_BGR2RGB)
+    assert drawn.shape == image.shape and (drawn != image).any()
+    assert "200 detections" in capsys.readouterr().out
+
+
+def test_detect_without_weights_says_so_and_still_runs(no_default_weights, image_file, tmp_path,
+                                                       capsys):
+    out = tmp_path / "out"
+    assert cli.main(["detect", str(image_file), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "no trained weights found" in err and "UNTRAINED" in err
+    assert (out / "hopper.png").is_file()
+    assert read_rows(out / "detections.csv")[0][0] == "image_path"
+
+
+def test_detect_reports_a_bad_image_and_keeps_the_others(no_default_weights, image_file,
+                                                         tmp_path, capsys):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    status = cli.main(["detect", str(broken), str(image_file), "--out", str(out)])
+    assert status == 1
+    assert "broken.jpg" in capsys.readouterr().err
+    assert (out / "hopper.png").is_file() and not (out / "broken.png").exists()
+
+
+def test_detect_with_missing_weights_file_fails_clearly(image_file, tmp_path, capsys):
+    status = cli.main(["detect", str(image_file), "--weights", str(tmp_path / "no.hdf5")])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "no.hdf5" in err and "weights/README.md" in err
+
+
+def test_class_list_files(tmp_path):
+    path = tmp_path / "classes.txt"
+    path.write_text("background\n# comment\ncup\n\nplate\n")
+    assert cli.read_class_names(str(path)) == ["cup", "plate"]
+    assert cli.read_class_names("voc") == list(VOC_CLASSES)
+    path.write_text("\n")
+    with pytest.raises(ValueError, match="empty"):
+        cli.read_class_names(str(path))
+    path.write_text("a\na\n")
+    with pytest.raises(ValueError, match="duplicate"):
+        cli.read_class_names(str(path))
+    with pytest.raises(FileNotFoundError, match="nope.txt"):
+        cli.read_class_names(str(tmp_path / "nope.txt"))
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["detect"])
+    assert exit_info.value.code == 2
+
+
+def test_module_entry_point_runs_quietly(image_file, tmp_path):
+    """A real ``python -m ssd_keras``: help works, and TensorFlow's start-up noise is gone."""
+    help_run = subprocess.run([sys.executable, "-m", "ssd_keras", "detect", "--help"],
+                              capture_output=True, text=True, cwd=REPO_ROOT, timeout=60)
+    assert help_run.returncode == 0 and "--conf-thresh" in help_run.stdout
+    run = subprocess.run([sys.executable, "-m", "ssd_keras", "detect", str(image_file), "--out",
+                          str(tmp_path / "o")], capture_output=True, text=True, cwd=tmp_path,
+                         timeout=180)
+    assert run.returncode == 0, run.stderr
+    assert "hopper.jpg: " in run.stdout
+    for noise in ("oneDNN", "cuda", "absl::InitializeLog", "I0000", "E0000"):
+        assert noise not in run.stderr, run.stderr
