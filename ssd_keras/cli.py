@@ -110,6 +110,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     if args.weights and not weights.is_file():
         raise FileNotFoundError(f"weights file not found: {args.weights} ({WEIGHTS_HELP})")
 
+    if weights is None:
+        import keras
+
+        keras.utils.set_random_seed(0)  # the untrained demo is at least repeatable
     model = SSD300((300, 300, 3), num_classes=len(class_names) + 1)
     if weights is None:
         print("WARNING: no trained weights found (looked for weights/"
