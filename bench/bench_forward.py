@@ -70,11 +70,9 @@ class Row:
                 f"| {per_image} | {self.gflops:.1f} |")
 
 
-def time_case(case: str, fn: Callable[[], object], batch: int, gflop: float, runs: int) -> Row:
-    """Calls ``fn`` for ``WARMUP_SECONDS`` (at least once), then times it ``runs`` times.
-
-    ``fn`` must return only once its work is complete; ``gflop`` is the work of one call.
-    """
+def measure(fn: Callable[[], object], runs: int) -> list[float]:
+    """Calls ``fn`` for ``WARMUP_SECONDS`` (at least once), then returns the seconds of
+    ``runs`` timed calls. ``fn`` must return only once its work is complete."""
     warmup_end = time.perf_counter() + WARMUP_SECONDS
     fn()
     while time.perf_counter() < warmup_end:
@@ -84,6 +82,12 @@ def time_case(case: str, fn: Callable[[], object], batch: int, gflop: float, run
         start = time.perf_counter()
         fn()
         seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def time_case(case: str, fn: Callable[[], object], batch: int, gflop: float, runs: int) -> Row:
+    """Times ``fn`` (see :func:`measure`); ``gflop`` is the work of one call."""
+    seconds = measure(fn, runs)
     best = min(seconds)
     return Row(case, batch, 1e3 * statistics.median(seconds), 1e3 * best, gflop / best)
 

@@ -17,9 +17,11 @@ _EXPORTS = {
     "VOC_CLASSES": "ssd",
     "prior_boxes": "ssd",
     "detect": "ssd",
+    "with_detection_output": "ssd",
     "Normalize": "ssd_layers",
     "PriorBox": "ssd_layers",
     "BBoxUtility": "ssd_utils",
+    "DetectionOutput": "ssd_utils",
     "load_weights": "weights",
     "LoadReport": "weights",
     "WeightsFileError": "weights",
@@ -35,6 +37,7 @@ _EXPORTS = {
 
 __all__ = [
     "BBoxUtility",
+    "DetectionOutput",
     "ImageLoadError",
     "LoadReport",
     "Normalize",
@@ -52,15 +55,16 @@ __all__ = [
     "preprocess_input",
     "prior_boxes",
     "save_image",
+    "with_detection_output",
     "__version__",
 ]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     # ruff: noqa: F401
     from .image import ImageLoadError, load_image, preprocess_input
-    from .ssd import SSD300, VOC_CLASSES, detect, prior_boxes
+    from .ssd import SSD300, VOC_CLASSES, detect, prior_boxes, with_detection_output
     from .ssd_layers import Normalize, PriorBox
-    from .ssd_utils import BBoxUtility
+    from .ssd_utils import BBoxUtility, DetectionOutput
     from .visualization import class_colors, draw_detections, overlay_heatmap, plot_detections, save_image
     from .weights import LoadReport, WeightsFileError, load_weights
 

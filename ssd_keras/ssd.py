@@ -18,7 +18,8 @@ from keras import layers
 
 from .ssd_layers import Normalize, PriorBox
 
-__all__ = ["SSD300", "VOC_CLASSES", "HEADS", "HeadSpec", "prior_boxes", "detect", "NUM_PRIORS_SSD300"]
+__all__ = ["SSD300", "VOC_CLASSES", "HEADS", "HeadSpec", "prior_boxes", "detect",
+           "with_detection_output", "NUM_PRIORS_SSD300"]
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -193,6 +194,29 @@ def prior_boxes(model: keras.Model) -> np.ndarray:
     if not prior_layers:
         raise ValueError(f"model {model.name!r} has no PriorBox layers")
     return np.concatenate([layer.priors for layer in prior_layers], axis=0).astype(np.float32)
+
+
+def with_detection_output(model: keras.Model, **detection_kwargs) -> keras.Model:
+    """An SSD model that ends in :class:`ssd_keras.ssd_utils.DetectionOutput`.
+
+    Args:
+        model: an SSD model (predictions ``(batch, num_priors, 4 + num_classes + 8)``).
+        **detection_kwargs: ``background_label_id``, ``keep_top_k``, ``confidence_threshold``,
+            ``nms_thresh``, ``top_k`` (see ``BBoxUtility.detection_out``).
+
+    Returns:
+        A ``keras.Model`` named ``<model>_detections`` sharing ``model``'s layers and weights:
+        the same input (float32 ``(batch, 300, 300, 3)``, already ``preprocess_input``-ed) and
+        output ``(batch, keep_top_k, 6)`` rows ``[label, confidence, xmin, ymin, xmax, ymax]``
+        sorted by confidence, zero rows as padding. ``.export(dir)`` writes a SavedModel whose
+        ``serve`` endpoint maps images to detections.
+    """
+    from .ssd_utils import DetectionOutput
+
+    num_classes = model.output_shape[-1] - 12
+    detections = DetectionOutput(num_classes, name="detection_output",
+                                 **detection_kwargs)(model.output)
+    return keras.Model(model.input, detections, name=f"{model.name}_detections")
 
 
 def detect(model: keras.Model, images: Sequence[np.ndarray], bbox_util=None,

@@ -15,11 +15,15 @@ Differences from the original port, on purpose:
 
 from __future__ import annotations
 
+import keras
 import numpy as np
+import tensorflow as tf
 
-__all__ = ["BBoxUtility", "iou_matrix", "nms"]
+__all__ = ["BBoxUtility", "DetectionOutput", "decode", "iou_matrix", "multiclass_nms", "nms"]
 
 LOC = slice(0, 4)
+NMS_BLOCK = 128  # candidates resolved together by multiclass_nms
+HEAD_PER_KEPT = 4  # multiclass_nms sorts about this many candidates per detection kept first
 BACKGROUND_COLUMN = 4
 
 
@@ -31,17 +35,123 @@ def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
         boxes_b: ``(m, 4)`` corners (extra columns are ignored).
 
     Returns:
-        ``(n, m)`` IoU in [0, 1] (0 where the union is empty).
+        ``(n, m)`` float64 IoU in [0, 1] (0 where the union is empty).
     """
-    a = np.asarray(boxes_a, dtype=np.float64)[:, None, :4]
-    b = np.asarray(boxes_b, dtype=np.float64)[None, :, :4]
-    inter_wh = np.clip(np.minimum(a[..., 2:], b[..., 2:]) - np.maximum(a[..., :2], b[..., :2]),
-                       0.0, None)
-    inter = inter_wh[..., 0] * inter_wh[..., 1]
-    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
-    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
+    b = np.asarray(boxes_b, dtype=np.float64)
+    return _iou_with_columns(boxes_a, np.ascontiguousarray(b[:, :4].T))
+
+
+def _iou_with_columns(boxes: np.ndarray, columns: np.ndarray,
+                      area: np.ndarray | None = None) -> np.ndarray:
+    """IoU of ``boxes`` ``(n, 4)`` with boxes given as corner columns ``(4, m)`` and, when
+    known, their areas ``(m,)`` all positive: the layout that makes the priors' side fast."""
+    a = np.asarray(boxes, dtype=np.float64)
+    x1, y1, x2, y2 = columns
+    width = np.minimum(a[:, 2, None], x2)
+    width -= np.maximum(a[:, 0, None], x1)
+    height = np.minimum(a[:, 3, None], y2)
+    height -= np.maximum(a[:, 1, None], y1)
+    np.maximum(width, 0.0, out=width)
+    np.maximum(height, 0.0, out=height)
+    inter = width
+    inter *= height
+    union = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None] + (
+        (x2 - x1) * (y2 - y1) if area is None else area)
+    union -= inter
+    if area is not None and (union > 0).all():
+        inter /= union
+        return inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _descending_chunks(scores: np.ndarray, first: int):
+    """Indices of ``scores`` in stable descending order, yielded in chunks: about the ``first``
+    best (all ties of the last one included), then the rest. Sorting only the head is what
+    makes early stopping pay; the ties keep the order exact."""
+    if first < len(scores):
+        cut = np.partition(scores, len(scores) - first)[len(scores) - first]
+        head = np.flatnonzero(scores >= cut)
+        yield head[np.argsort(-scores[head], kind="stable")]
+        tail = np.flatnonzero(scores < cut)
+        yield tail[np.argsort(-scores[tail], kind="stable")]
+    else:
+        yield np.argsort(-scores, kind="stable")
+
+
+def decode(loc, prior_corners, variances, xp=np):
+    """The SSD box decoder, written once for NumPy (``xp=np``) and Keras tensors
+    (``xp=keras.ops``): ``centre = loc_xy * prior_wh * var_xy + prior_centre``,
+    ``wh = exp(loc_wh * var_wh) * prior_wh``, corners clipped to [0, 1]. The y-centre uses the
+    prior's height (the original port used its width: a defect, fixed here)."""
+    prior_wh = prior_corners[..., 2:4] - prior_corners[..., :2]
+    prior_center = 0.5 * (prior_corners[..., 2:4] + prior_corners[..., :2])
+    center = loc[..., :2] * prior_wh * variances[..., :2] + prior_center
+    half_wh = 0.5 * xp.exp(loc[..., 2:4] * variances[..., 2:4]) * prior_wh
+    return xp.clip(xp.concatenate([center - half_wh, center + half_wh], axis=-1), 0.0, 1.0)
+
+
+def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
+                   iou_threshold: float, top_k: int, keep_top_k: int,
+                   block_size: int = NMS_BLOCK) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class greedy NMS of one image, then the best ``keep_top_k`` over all classes.
+
+    Exactly the result of running ``tf.image.non_max_suppression`` once per class (candidates
+    scoring strictly above ``score_threshold``, a box dropped when its IoU with a kept box of
+    its class exceeds ``iou_threshold``, at most ``top_k`` kept per class, ties by box index),
+    concatenating the classes in order and stable-sorting by score; but computed in one pass:
+    all candidates in that final order, a block at a time, each block checked against the boxes
+    already kept and then resolved greedily inside itself (a fixed-point iteration that ends
+    on the unique greedy solution). It stops once ``keep_top_k`` detections are certain, so the
+    many low-scoring candidates of a real image are never compared.
+
+    Args:
+        boxes: ``(num_boxes, 4)`` corners, shared by all classes.
+        scores: ``(num_boxes, num_classes)``.
+        score_threshold, iou_threshold, top_k, keep_top_k: as described above.
+        block_size: candidates resolved together.
+
+    Returns:
+        ``(class_index, box_index)``, two ``(k,)`` int64 arrays in decreasing score order,
+        ``k <= keep_top_k``.
+    """
+    num_boxes, num_classes = scores.shape
+    class_major = np.ascontiguousarray(scores.T).ravel()  # index = class * num_boxes + box
+    candidates = np.flatnonzero(class_major > score_threshold)  # in (class, box) order
+    if not candidates.size or keep_top_k <= 0 or top_k <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    kept_boxes, kept_classes = np.zeros((0, 4)), np.zeros(0, np.int64)
+    kept_per_class = np.zeros(num_classes, np.int64)
+    selected, num_selected = [], 0
+    for chunk in _descending_chunks(class_major[candidates], HEAD_PER_KEPT * keep_top_k):
+        order = candidates[chunk]
+        for start in range(0, len(order), block_size):
+            block_classes, block_index = np.divmod(order[start:start + block_size], num_boxes)
+            block_boxes = boxes[block_index]
+            suppressed = ((iou_matrix(block_boxes, kept_boxes) > iou_threshold)
+                          & (block_classes[:, None] == kept_classes[None, :])).any(axis=1)
+            overlaps = np.triu((iou_matrix(block_boxes, block_boxes) > iou_threshold)
+                               & (block_classes[:, None] == block_classes[None, :]), k=1)
+            keep = ~suppressed
+            while True:  # keep[j] = not suppressed and no kept i < j of its class overlaps it
+                update = ~suppressed & ~(overlaps & keep[:, None]).any(axis=0)
+                if np.array_equal(update, keep):
+                    break
+                keep = update
+            kept = np.flatnonzero(keep)
+            one_hot = block_classes[kept, None] == np.arange(num_classes)
+            rank = kept_per_class[block_classes[kept]] + (np.cumsum(one_hot, axis=0)[
+                np.arange(len(kept)), block_classes[kept]] - 1)
+            kept_per_class += one_hot.sum(axis=0)
+            reported = kept[rank < top_k]  # past top_k: kept, but never reported
+            selected.append(order[start + reported])
+            num_selected += len(reported)
+            kept_boxes = np.concatenate([kept_boxes, block_boxes[kept]])
+            kept_classes = np.concatenate([kept_classes, block_classes[kept]])
+            if num_selected >= keep_top_k:
+                break
+        if num_selected >= keep_top_k:
+            break
+    return np.divmod(np.concatenate(selected)[:keep_top_k], num_boxes)
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
@@ -60,16 +170,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
     Returns:
         Indices into ``boxes`` of the kept boxes, by decreasing score, ``(k,)`` int64.
     """
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    keep = []
-    while order.size and len(keep) < max_output:
-        best = order[0]
-        keep.append(best)
-        rest = order[1:]
-        if not rest.size:
-            break
-        order = rest[iou_matrix(boxes[best:best + 1], boxes[rest])[0] <= iou_threshold]
-    return np.asarray(keep, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float64)
+    return multiclass_nms(np.asarray(boxes), scores[:, None], -np.inf, iou_threshold,
+                          max_output, max_output)[1]
 
 
 class BBoxUtility:
@@ -91,15 +194,31 @@ class BBoxUtility:
             raise ValueError(f"num_classes counts background too and must be >= 2, "
                              f"got {num_classes}")
         self.num_classes = int(num_classes)
+        self.priors = priors
+        self.overlap_threshold = float(overlap_threshold)
+        self.nms_thresh = nms_thresh
+        self.top_k = top_k
+
+    @property
+    def priors(self) -> np.ndarray | None:
+        """``(num_priors, 8)`` float64 priors with variances, or None."""
+        return self._priors
+
+    @priors.setter
+    def priors(self, priors: np.ndarray | None) -> None:
         if priors is not None:
             priors = np.asarray(priors, dtype=np.float64)
             if priors.ndim != 2 or priors.shape[1] != 8:
                 raise ValueError(f"priors must be (num_priors, 8) rows [xmin, ymin, xmax, ymax, "
                                  f"4 variances], got shape {priors.shape}")
-        self.priors = priors
-        self.overlap_threshold = float(overlap_threshold)
-        self.nms_thresh = nms_thresh
-        self.top_k = top_k
+            # what encoding needs, laid out once
+            self._prior_columns = np.ascontiguousarray(priors[:, :4].T)
+            self._prior_area = (priors[:, 2] - priors[:, 0]) * (priors[:, 3] - priors[:, 1])
+            self._prior_center = 0.5 * (priors[:, :2] + priors[:, 2:4])
+            self._prior_wh = priors[:, 2:4] - priors[:, :2]
+            self._prior_scale = self._prior_wh * priors[:, 4:6]  # centre offsets divide by it
+        self._priors = priors
+        self._background = None  # assign_boxes' all-background template, made on first use
 
     @property
     def num_priors(self) -> int:
@@ -131,16 +250,23 @@ class BBoxUtility:
         return self.priors
 
     @staticmethod
-    def _check_boxes(boxes: np.ndarray, what: str = "box") -> np.ndarray:
+    def _check_boxes(boxes: np.ndarray, what: str = "box", clip: bool = False) -> np.ndarray:
+        """``(n, >=4)`` float64 boxes, corners clipped to [0, 1] when ``clip``; raises
+        ``ValueError`` naming the first box that is not finite or (after clipping) empty."""
         boxes = np.atleast_2d(np.asarray(boxes, dtype=np.float64))
         if boxes.shape[-1] < 4:
             raise ValueError(f"{what} needs 4 corners [xmin, ymin, xmax, ymax], "
                              f"got shape {boxes.shape}")
+        finite = np.isfinite(boxes[:, :4]).all(axis=1)
+        if clip:
+            boxes = boxes.copy()
+            np.clip(boxes[:, :4], 0.0, 1.0, out=boxes[:, :4])
         bad = np.flatnonzero((boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
-                             | ~np.isfinite(boxes[:, :4]).all(axis=1))
+                             | ~finite)
         if bad.size:
+            inside = " inside [0, 1]" if clip else ""
             raise ValueError(f"{what} {bad[0]} is degenerate or not finite (need xmin < xmax and "
-                             f"ymin < ymax): {boxes[bad[0], :4].tolist()}")
+                             f"ymin < ymax{inside}): {boxes[bad[0], :4].tolist()}")
         return boxes
 
     def iou(self, box: np.ndarray) -> np.ndarray:
@@ -148,30 +274,53 @@ class BBoxUtility:
         box = self._check_boxes(box)
         return iou_matrix(box, self._require_priors())[0]
 
-    def _encode(self, boxes: np.ndarray, priors: np.ndarray) -> np.ndarray:
-        """Offsets of ``boxes`` ``(..., 4)`` relative to ``priors`` ``(..., 8)``, ``(..., 4)``."""
-        box_center = 0.5 * (boxes[..., :2] + boxes[..., 2:4])
-        box_wh = boxes[..., 2:4] - boxes[..., :2]
-        prior_center = 0.5 * (priors[..., :2] + priors[..., 2:4])
-        prior_wh = priors[..., 2:4] - priors[..., :2]
-        return np.concatenate([(box_center - prior_center) / prior_wh / priors[..., 4:6],
-                               np.log(box_wh / prior_wh) / priors[..., 6:8]], axis=-1)
+    def _encode(self, boxes: np.ndarray, prior_index: np.ndarray) -> np.ndarray:
+        """Offsets ``(k, 4)`` of ``boxes`` ``(k, 4)`` against the priors ``prior_index``."""
+        center = 0.5 * (boxes[:, :2] + boxes[:, 2:4])
+        center -= self._prior_center[prior_index]
+        center /= self._prior_scale[prior_index]
+        wh = boxes[:, 2:4] - boxes[:, :2]
+        wh /= self._prior_wh[prior_index]
+        log_wh = np.log(wh)
+        log_wh /= self._priors[prior_index, 6:8]
+        return np.concatenate([center, log_wh], axis=1)
 
-    def _match(self, boxes: np.ndarray) -> np.ndarray:
-        """``(n, num_priors)`` IoU where prior p is assigned to box i, else 0 (the original rule:
-        IoU above the threshold, or the single best prior when none is)."""
-        ious = iou_matrix(boxes, self._require_priors())
-        matched = ious > self.overlap_threshold
-        best = ious.argmax(axis=1)
-        unmatched = ~matched.any(axis=1)
-        matched[np.flatnonzero(unmatched), best[unmatched]] = True
-        return np.where(matched, ious, 0.0)
+    def _match(self, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The original matching rule, as sparse ``(box, prior, iou)`` triples: for each box the
+        priors with IoU above ``overlap_threshold``, or its single best prior when none is.
+
+        One box at a time against the prior columns (scalar-array NumPy is the fast path), and
+        IoU > t tested as ``inter > t / (1 + t) * (area_box + area_prior)``, so that only the
+        matched pairs are ever divided.
+        """
+        self._require_priors()
+        x1, y1, x2, y2 = self._prior_columns
+        t = self.overlap_threshold
+        scaled_area = (t / (1.0 + t)) * self._prior_area
+        box_ids, prior_ids, ious = [], [], []
+        for i, (bx1, by1, bx2, by2) in enumerate(boxes[:, :4].tolist()):
+            inter = np.minimum(x2, bx2)
+            inter -= np.maximum(x1, bx1)
+            np.maximum(inter, 0.0, out=inter)
+            height = np.minimum(y2, by2)
+            height -= np.maximum(y1, by1)
+            inter *= height  # negative where only the height is: never matched below
+            box_area = (bx2 - bx1) * (by2 - by1)
+            matched = np.flatnonzero(inter > scaled_area + (t / (1.0 + t)) * box_area)
+            if not matched.size:
+                np.maximum(inter, 0.0, out=inter)
+                matched = np.array([np.argmax(inter / (self._prior_area + box_area - inter))])
+            inter = inter[matched]
+            box_ids.append(np.full(len(matched), i))
+            prior_ids.append(matched)
+            ious.append(inter / (self._prior_area[matched] + box_area - inter))
+        return np.concatenate(box_ids), np.concatenate(prior_ids), np.concatenate(ious)
 
     def encode_box(self, box: np.ndarray, return_iou: bool = True) -> np.ndarray:
         """Encodes one ground-truth box against every prior.
 
         Args:
-            box: ``(4,)`` normalised corners.
+            box: ``(4,)`` normalised corners (clipped to [0, 1] first).
             return_iou: append the IoU of each assigned prior as a last column.
 
         Returns:
@@ -180,32 +329,34 @@ class BBoxUtility:
             ``((box_c - prior_c) / prior_wh / var_xy, log(box_wh / prior_wh) / var_wh)`` and the
             IoU; zero rows elsewhere.
         """
-        box = self._check_boxes(box)[:1, :4]
+        box = self._check_boxes(box, clip=True)[:1, :4]
         priors = self._require_priors()
-        matched_iou = self._match(box)[0]
+        _, prior, iou = self._match(box)
         out = np.zeros((len(priors), 4 + bool(return_iou)))
-        assigned = matched_iou > 0
-        out[assigned, :4] = self._encode(box, priors[assigned])
+        out[prior, :4] = self._encode(np.repeat(box, len(prior), axis=0), prior)
         if return_iou:
-            out[:, 4] = matched_iou
+            out[prior, 4] = iou
         return out
 
     def assign_boxes(self, boxes: np.ndarray) -> np.ndarray:
         """Training targets for one image.
 
         Args:
-            boxes: ``(n, 4 + num_classes - 1)``: normalised corners, then the one-hot class
+            boxes: ``(n, 4 + num_classes - 1)``: normalised corners (clipped to [0, 1] first;
+                a box empty after clipping raises ``ValueError``), then the one-hot class
                 without the background column.
 
         Returns:
-            ``(num_priors, 4 + num_classes + 8)``: encoded offsets (0-3), one-hot class with
+            ``(num_priors, 4 + num_classes + 8)`` float32: encoded offsets (0-3), one-hot class with
             background in column 4 (1 for unassigned priors), 1 in column -8 for assigned
             priors, zeros in the last 7 columns. Each prior takes the box, among the boxes that
             matched it, with the highest IoU.
         """
         priors = self._require_priors()
-        assignment = np.zeros((len(priors), 4 + self.num_classes + 8))
-        assignment[:, BACKGROUND_COLUMN] = 1.0
+        if self._background is None or self._background.shape[1] != 4 + self.num_classes + 8:
+            self._background = np.zeros((len(priors), 4 + self.num_classes + 8), np.float32)
+            self._background[:, BACKGROUND_COLUMN] = 1.0
+        assignment = self._background.copy()
         boxes = np.asarray(boxes, dtype=np.float64)
         if boxes.size == 0:
             return assignment
@@ -213,15 +364,21 @@ class BBoxUtility:
             raise ValueError(f"boxes must be (n, 4 + num_classes - 1) = (n, "
                              f"{3 + self.num_classes}) rows of corners and one-hot classes, "
                              f"got shape {boxes.shape}")
-        self._check_boxes(boxes, "ground-truth box")
-        matched_iou = self._match(boxes[:, :4])  # (n, P)
-        best_box = matched_iou.argmax(axis=0)
-        assigned = matched_iou.max(axis=0) > 0
-        owner = best_box[assigned]
-        assignment[assigned, :4] = self._encode(boxes[owner, :4], priors[assigned])
-        assignment[assigned, BACKGROUND_COLUMN] = 0.0
-        assignment[assigned, 5:-8] = boxes[owner, 4:]
-        assignment[assigned, -8] = 1.0
+        boxes = self._check_boxes(boxes, "ground-truth box", clip=True)
+        box, prior, iou = self._match(boxes[:, :4])
+        if len(boxes) > 1:
+            # each prior takes its box of highest IoU (the first box on ties)
+            order = np.lexsort((box, -iou, prior))
+            first = np.ones(len(order), dtype=bool)
+            first[1:] = prior[order[1:]] != prior[order[:-1]]
+            box, prior, iou = box[order[first]], prior[order[first]], iou[order[first]]
+        positive = iou > 0  # a best prior of IoU 0 assigns nothing
+        assigned, owner = prior[positive], box[positive]
+        rows = np.zeros((len(assigned), assignment.shape[1]))
+        rows[:, :4] = self._encode(boxes[owner, :4], assigned)
+        rows[:, 5:-8] = boxes[owner, 4:]
+        rows[:, -8] = 1.0
+        assignment[assigned] = rows
         return assignment
 
     @staticmethod
@@ -237,11 +394,7 @@ class BBoxUtility:
         Returns:
             ``(..., num_priors, 4)`` corners clipped to [0, 1].
         """
-        prior_wh = mbox_priorbox[..., 2:4] - mbox_priorbox[..., :2]
-        prior_center = 0.5 * (mbox_priorbox[..., 2:4] + mbox_priorbox[..., :2])
-        center = mbox_loc[..., :2] * prior_wh * variances[..., :2] + prior_center
-        half_wh = 0.5 * np.exp(mbox_loc[..., 2:4] * variances[..., 2:4]) * prior_wh
-        return np.clip(np.concatenate([center - half_wh, center + half_wh], axis=-1), 0.0, 1.0)
+        return decode(mbox_loc, mbox_priorbox, variances, np)
 
     def detection_out(self, predictions: np.ndarray, background_label_id: int = 0,
                       keep_top_k: int = 200, confidence_threshold: float = 0.01,
@@ -277,23 +430,80 @@ class BBoxUtility:
                                     predictions[..., -4:])
         conf = predictions[..., 4:-8]
         columns = 7 if return_indices else 6
+        classes = np.array([c for c in range(self.num_classes) if c != background_label_id])
         results = []
         for boxes, scores in zip(decoded, conf):
-            rows = []
-            for c in range(self.num_classes):
-                if c == background_label_id:
-                    continue
-                candidates = np.flatnonzero(scores[:, c] > confidence_threshold)
-                if not candidates.size:
-                    continue
-                kept = candidates[nms(boxes[candidates], scores[candidates, c],
-                                      self.nms_thresh, self.top_k)]
-                rows.append(np.column_stack([np.full(len(kept), c), scores[kept, c],
-                                             boxes[kept], kept])[:, :columns])
-            if not rows:
-                results.append(np.zeros((0, columns)))
-                continue
-            rows = np.concatenate(rows).astype(np.float64)
-            order = np.argsort(-rows[:, 1], kind="stable")[:keep_top_k]
-            results.append(rows[order])
+            class_index, prior = multiclass_nms(boxes, scores[:, classes], confidence_threshold,
+                                                self.nms_thresh, self.top_k, keep_top_k)
+            label = classes[class_index]
+            rows = np.column_stack([label, scores[prior, label], boxes[prior], prior])
+            results.append(rows[:, :columns].astype(np.float64))
         return results
+
+
+@keras.saving.register_keras_serializable(package="ssd_keras")
+class DetectionOutput(keras.layers.Layer):
+    """In-graph :meth:`BBoxUtility.detection_out`: decoding, per-class NMS, top detections.
+
+    Uses ``tf.image.combined_non_max_suppression`` (TensorFlow backend), so a model ending in
+    this layer exports as one SavedModel from image to detections.
+
+    Args:
+        num_classes: classes including background.
+        background_label_id, keep_top_k, confidence_threshold: as in ``detection_out``.
+        nms_thresh, top_k: as in :class:`BBoxUtility`.
+
+    Input shape: ``(batch, num_priors, 4 + num_classes + 8)`` predictions of SSD300.
+    Output shape: ``(batch, keep_top_k, 6)`` float32 rows ``[label, confidence, xmin, ymin,
+    xmax, ymax]`` sorted by confidence, padded with zero rows (label 0 never occurs in a real
+    row).
+    """
+
+    def __init__(self, num_classes: int, background_label_id: int = 0, keep_top_k: int = 200,
+                 confidence_threshold: float = 0.01, nms_thresh: float = 0.45, top_k: int = 400,
+                 **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        BBoxUtility(num_classes, nms_thresh=nms_thresh, top_k=top_k)  # validates them
+        if not 0 <= background_label_id < num_classes:
+            raise ValueError(f"background_label_id must be in [0, {num_classes}), "
+                             f"got {background_label_id}")
+        if keep_top_k < 1:
+            raise ValueError(f"keep_top_k must be positive, got {keep_top_k}")
+        self.num_classes = int(num_classes)
+        self.background_label_id = int(background_label_id)
+        self.keep_top_k = int(keep_top_k)
+        self.confidence_threshold = float(confidence_threshold)
+        self.nms_thresh = float(nms_thresh)
+        self.top_k = int(top_k)
+        self._classes = [c for c in range(self.num_classes) if c != self.background_label_id]
+
+    def call(self, predictions):
+        predictions = tf.convert_to_tensor(predictions, tf.float32)
+        boxes = decode(predictions[..., :4], predictions[..., -8:-4], predictions[..., -4:],
+                       keras.ops)
+        scores = tf.gather(predictions[..., 4:4 + self.num_classes], self._classes, axis=-1)
+        nmsed_boxes, nmsed_scores, nmsed_classes, valid = tf.image.combined_non_max_suppression(
+            boxes[:, :, tf.newaxis, :], scores, max_output_size_per_class=self.top_k,
+            max_total_size=self.keep_top_k, iou_threshold=self.nms_thresh,
+            score_threshold=self.confidence_threshold, pad_per_class=False, clip_boxes=False)
+        labels = tf.gather(tf.constant(self._classes, tf.float32),
+                           tf.cast(nmsed_classes, tf.int32))
+        rows = tf.concat([labels[..., tf.newaxis], nmsed_scores[..., tf.newaxis], nmsed_boxes],
+                         axis=-1)
+        real = tf.range(self.keep_top_k)[tf.newaxis, :] < valid[:, tf.newaxis]
+        rows = tf.where(real[..., tf.newaxis], rows, tf.zeros_like(rows))
+        # equal confidences in class order, as detection_out (padding rows stay last)
+        for column, sign in ((0, 1.0), (1, -1.0)):
+            order = tf.argsort(sign * rows[..., column], axis=1, stable=True)
+            rows = tf.gather(rows, order, batch_dims=1)
+        return rows
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.keep_top_k, 6)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "background_label_id": self.background_label_id, "keep_top_k": self.keep_top_k,
+                "confidence_threshold": self.confidence_threshold,
+                "nms_thresh": self.nms_thresh, "top_k": self.top_k}

@@ -141,3 +141,45 @@ def test_keras_save_and_load_round_trip(thin_ssd, tmp_path):
     x = np.random.default_rng(1).uniform(-128, 128, (1, 300, 300, 3)).astype("float32")
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), thin_ssd.predict(x, verbose=0))
     np.testing.assert_array_equal(prior_boxes(loaded), prior_boxes(thin_ssd))
+
+
+@pytest.fixture(scope="module")
+def decoding_model(thin_ssd):
+    from ssd_keras.ssd import with_detection_output
+
+    return with_detection_output(thin_ssd, keep_top_k=50, confidence_threshold=0.05)
+
+
+@pytest.fixture(scope="module")
+def two_images(sample_image):
+    from ssd_keras.image import preprocess_input, resize_image
+
+    image = resize_image(sample_image, (300, 300))
+    return preprocess_input(np.stack([image, image[:, ::-1]]))
+
+
+def test_with_detection_output_equals_detection_out(thin_ssd, decoding_model, two_images):
+    from ssd_keras.ssd_utils import BBoxUtility
+
+    assert decoding_model.input_shape == (None, 300, 300, 3)
+    assert decoding_model.output_shape == (None, 50, 6)
+    detections = decoding_model.predict(two_images, verbose=0)
+    expected = BBoxUtility(21).detection_out(thin_ssd.predict(two_images, verbose=0),
+                                             keep_top_k=50, confidence_threshold=0.05)
+    for rows, got in zip(expected, detections):
+        assert len(rows) > 0
+        np.testing.assert_allclose(got[:len(rows)], rows, atol=1e-5)
+        assert (got[len(rows):] == 0).all()
+
+
+def test_decoding_model_saves_and_exports(decoding_model, two_images, tmp_path):
+    import tensorflow as tf
+
+    expected = decoding_model.predict(two_images, verbose=0)
+    decoding_model.save(tmp_path / "decoder.keras")
+    reloaded = keras.models.load_model(tmp_path / "decoder.keras")
+    np.testing.assert_allclose(reloaded.predict(two_images, verbose=0), expected, atol=1e-6)
+    decoding_model.export(str(tmp_path / "saved"), verbose=False)
+    artifact = tf.saved_model.load(str(tmp_path / "saved"))  # keep it alive while serving
+    served = artifact.serve(tf.constant(two_images))
+    np.testing.assert_allclose(np.asarray(served), expected, atol=1e-5)

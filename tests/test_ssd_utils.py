@@ -500,3 +500,134 @@ def test_encode_decode_with_real_ssd300_priors(reference_dir):
     np.testing.assert_allclose(assignment[assigned, :4], encoded[assigned, :4])
     assert np.all(assignment[assigned, 11] == 1.0)
     assert np.flatnonzero(assignment[:, 4] == 0).tolist() == expected_assigned
+
+
+# --------------------------------------------------------------------------------------------
+# assign_boxes against a loop reference, on real annotations and edge cases
+# --------------------------------------------------------------------------------------------
+
+def ref_assign(boxes, priors, num_classes, threshold=0.5):
+    """The original rule, one prior and one box at a time."""
+    priors = np.asarray(priors, dtype=np.float64).tolist()
+    out = np.zeros((len(priors), 4 + num_classes + 8))
+    out[:, 4] = 1.0
+    best = [(0.0, None)] * len(priors)  # (iou, box index) of the box that owns each prior
+    for b, row in enumerate(np.asarray(boxes, dtype=np.float64).tolist()):
+        box = [min(1.0, max(0.0, v)) for v in row[:4]]
+        ious = [ref_iou(box, p) for p in priors]
+        matched = [p for p, v in enumerate(ious) if v > threshold]
+        if not matched:
+            matched = [max(range(len(ious)), key=lambda p: (ious[p], -p))]
+        for p in matched:
+            if ious[p] > best[p][0]:
+                best[p] = (ious[p], b)
+    for p, (_, b) in enumerate(best):
+        if b is None:
+            continue
+        row = np.asarray(boxes, dtype=np.float64)[b]
+        box = np.clip(row[:4], 0.0, 1.0)
+        out[p, :4] = ref_encode(box, priors[p])
+        out[p, 4] = 0.0
+        out[p, 5:-8] = row[4:]
+        out[p, -8] = 1.0
+    return out
+
+
+def real_frames(reference_dir, count, seed=0):
+    import json
+
+    with open(reference_dir / "gt_pascal.json") as f:
+        frames = [np.asarray(v) for v in json.load(f).values() if v]
+    rng = np.random.default_rng(seed)
+    return [frames[i] for i in rng.choice(len(frames), count, replace=False)]
+
+
+def test_assign_boxes_on_real_annotations_matches_loop_reference(reference_dir):
+    priors = np.load(reference_dir / "prior_boxes_ssd300.npy")
+    util = BBoxUtility(4, priors)
+    frames = real_frames(reference_dir, 12)
+    assert max(len(f) for f in frames) > 1  # some frames with several boxes
+    for frame in frames:
+        np.testing.assert_allclose(util.assign_boxes(frame), ref_assign(frame, priors, 4),
+                                   atol=2e-5, err_msg=str(frame))
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.lists(unit_box, min_size=1, max_size=5), st.randoms(use_true_random=False))
+def test_assign_boxes_is_invariant_to_box_order(boxes, random):
+    rows = [list(b) + list(np.eye(NUM_CLASSES - 1)[i % (NUM_CLASSES - 1)])
+            for i, b in enumerate(boxes)]
+    shuffled = rows[:]
+    random.shuffle(shuffled)
+    util = BBoxUtility(NUM_CLASSES, GRID_PRIORS)
+    a, b = util.assign_boxes(np.array(rows)), util.assign_boxes(np.array(shuffled))
+    # priors whose two best matching boxes tie in IoU may pick either box: compare the others
+    ious = iou_matrix(np.array(boxes), GRID_PRIORS)
+    matched = ious > 0.5
+    for lonely in np.flatnonzero(~matched.any(axis=1)):
+        matched[lonely, ious[lonely].argmax()] = True
+    top2 = np.sort(np.vstack([np.where(matched, ious, 0.0), np.zeros(len(GRID_PRIORS))]),
+                   axis=0)[-2:]
+    untied = np.abs(top2[1] - top2[0]) > 1e-12
+    np.testing.assert_allclose(a[untied], b[untied], atol=1e-6)
+
+
+@pytest.mark.parametrize("box", [
+    [0.0, 0.0, 1.0, 1.0],            # the whole image
+    [0.5, 0.5, 0.5001, 0.5002],      # tiny: falls back to the single best prior
+    [-0.2, 0.3, 0.4, 1.3],           # outside [0, 1]: clipped first
+])
+def test_assign_boxes_edge_boxes(box):
+    util = BBoxUtility(NUM_CLASSES, GRID_PRIORS)
+    rows = np.array([box + [0.0, 1.0, 0.0]])
+    got = util.assign_boxes(rows)
+    np.testing.assert_allclose(got, ref_assign(rows, GRID_PRIORS, NUM_CLASSES), atol=2e-5)
+    assert got[:, -8].sum() >= 1 and (got[got[:, -8] == 1, 6] == 1).all()
+    if box[2] - box[0] < 0.01:
+        assert got[:, -8].sum() == 1
+
+
+def test_boxes_empty_inside_the_image_raise():
+    util = BBoxUtility(NUM_CLASSES, GRID_PRIORS)
+    with pytest.raises(ValueError, match=r"ground-truth box 1 .*inside \[0, 1\]"):
+        util.assign_boxes(np.array([[0.1, 0.1, 0.5, 0.5, 1, 0, 0],
+                                    [1.2, 0.1, 1.5, 0.5, 1, 0, 0]]))
+
+
+# --------------------------------------------------------------------------------------------
+# DetectionOutput, the in-graph decoder
+# --------------------------------------------------------------------------------------------
+
+def test_detection_output_layer_equals_detection_out():
+    from ssd_keras.ssd_utils import DetectionOutput
+
+    rng = np.random.default_rng(7)
+    preds = random_predictions(rng, 3, 300)
+    # an image without detections (but for background_label_id=1, where class 0 is an object
+    # class: distinct scores, since tied scores may come out in another order)
+    preds[2, :, 4] = 0.9991 - rng.uniform(0, 1e-4, 300)
+    preds[2, :, 5:4 + NUM_CLASSES] = 0.0003
+    for kwargs in [{}, {"keep_top_k": 20, "confidence_threshold": 0.2, "nms_thresh": 0.3},
+                   {"top_k": 3, "background_label_id": 1}]:
+        layer_kwargs = {k: v for k, v in kwargs.items() if k not in ("nms_thresh", "top_k")}
+        util = BBoxUtility(NUM_CLASSES, nms_thresh=kwargs.get("nms_thresh", 0.45),
+                           top_k=kwargs.get("top_k", 400))
+        expected = util.detection_out(preds, **layer_kwargs)
+        out = np.asarray(DetectionOutput(NUM_CLASSES, **kwargs)(preds))
+        assert out.shape == (3, kwargs.get("keep_top_k", 200), 6) and out.dtype == np.float32
+        for image, rows in enumerate(expected):
+            np.testing.assert_allclose(out[image, :len(rows)], rows, atol=1e-5, err_msg=kwargs)
+            assert (out[image, len(rows):] == 0).all()
+        assert len(expected[2]) == (0 if kwargs.get("background_label_id", 0) == 0 else 3)
+
+
+def test_detection_output_config_round_trip_and_validation():
+    from ssd_keras.ssd_utils import DetectionOutput
+
+    layer = DetectionOutput(5, keep_top_k=9, confidence_threshold=0.3, nms_thresh=0.5, top_k=7)
+    clone = DetectionOutput.from_config(layer.get_config())
+    assert (clone.keep_top_k, clone.top_k, clone.nms_thresh, clone.confidence_threshold) == \
+        (9, 7, 0.5, 0.3)
+    for bad in [{"nms_thresh": 1.5}, {"top_k": 0}, {"keep_top_k": 0}, {"background_label_id": 5}]:
+        with pytest.raises(ValueError):
+            DetectionOutput(5, **bad)
