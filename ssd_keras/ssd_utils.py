@@ -11,6 +11,14 @@ Differences from the original port, on purpose:
   which breaks ``decode(encode(b)) == b`` for non-square priors).
 - ``detection_out`` returns ``(0, 6)`` arrays (not empty lists) for images without detections
   and can return the prior index of each detection.
+- ``assign_boxes`` and ``encode_box`` clip ground-truth corners to [0, 1] first (a box empty
+  after clipping raises ``ValueError``); ``assign_boxes`` returns float32.
+
+Everything is vectorised over priors; ``detection_out`` runs the per-class NMS of all classes
+in one pass and stops once ``keep_top_k`` detections are certain (see :func:`multiclass_nms`),
+with results equal to one ``tf.image.non_max_suppression`` per class. :class:`DetectionOutput`
+does the same decoding in the graph (``tf.image.combined_non_max_suppression``), for models
+that go from image to detections and export as one SavedModel.
 """
 
 from __future__ import annotations
