@@ -2,6 +2,8 @@
 
 Commands:
     detect   run SSD300 on images, write annotated PNGs and ``detections.csv``.
+    train    train SSD300 on an annotation CSV (resumable, distributable).
+    csv      write dataset CSVs from Pascal VOC XML, class folders or an image folder.
 """
 
 from __future__ import annotations
@@ -61,28 +63,15 @@ def find_default_weights() -> Path | None:
 
 
 def read_class_names(spec: str) -> list[str]:
-    """``"voc"`` for the 20 Pascal VOC classes, or a file with one class name per line.
-
-    Names are listed without background; blank lines and ``#`` comments are ignored; a first
-    name ``background`` (the original port's convention) is dropped.
-    """
+    """``"voc"`` for the 20 Pascal VOC classes, or a class-list file (one name per line, see
+    :func:`ssd_keras.data.read_class_list`)."""
     if spec.lower() == "voc":
         from .ssd import VOC_CLASSES
 
         return list(VOC_CLASSES)
-    path = Path(spec)
-    if not path.is_file():
-        raise FileNotFoundError(f"class list not found: {spec} (give 'voc' or a file with one "
-                                f"class name per line)")
-    names = [line.strip() for line in path.read_text(encoding="utf8").splitlines()]
-    names = [n for n in names if n and not n.startswith("#")]
-    if names and names[0].lower() == "background":
-        names = names[1:]
-    if not names:
-        raise ValueError(f"{spec}: the class list is empty")
-    if len(set(names)) != len(names):
-        raise ValueError(f"{spec}: the class list has duplicate names")
-    return names
+    from .data.annotations import read_class_list
+
+    return read_class_list(spec)
 
 
 def _unique_output(out_dir: Path, image_path: Path, taken: set[str]) -> Path:
@@ -154,6 +143,117 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+CPU_DEVICES_ENV = "SSD_KERAS_CPU_DEVICES"
+
+
+def _split_cpu(count: int) -> None:
+    """Splits the CPU into ``count`` logical devices (before TensorFlow's runtime starts), so
+    that multi-device code paths (``--strategy mirrored``) run on a machine without GPUs."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
+    if os.environ.get(CPU_DEVICES_ENV):
+        _split_cpu(int(os.environ[CPU_DEVICES_ENV]))
+    from .trainer import ORIGINAL_FREEZE, TrainConfig, TrainingStopped, train
+
+    freeze = []
+    for name in filter(None, (args.freeze or "").split(",")):
+        freeze += list(ORIGINAL_FREEZE) if name == "original" else [name.strip()]
+    size = args.input_size
+    config = TrainConfig(csv=args.csv, out=args.out, val_csv=args.val_csv, weights=args.weights,
+                         classes=read_class_names(args.classes) if args.classes else None,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         lr_decay=args.lr_decay, width_multiplier=args.width_multiplier,
+                         input_shape=(size, size, 3), freeze=freeze, strategy=args.strategy,
+                         seed=args.seed, workers=args.workers)
+    try:
+        train(config, verbose=0 if args.quiet else 1)
+    except TrainingStopped as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"done: {args.out}/final.weights.h5, history in {args.out}/history.csv")
+    return 0
+
+
+def _cmd_csv(args: argparse.Namespace) -> int:
+    from .data import csv_tools
+
+    if args.source == "voc":
+        classes = read_class_names(args.classes) if args.classes else None
+        names = csv_tools.voc_to_csv(args.annotations_dir, args.images_dir, args.out_csv,
+                                     classes=classes)
+        print(f"{args.out_csv}: {len(names)} classes ({', '.join(names)})")
+    elif args.source == "folders":
+        names = csv_tools.folders_to_csv(args.root, args.out_csv)
+        print(f"{args.out_csv}: {len(names)} classes ({', '.join(names)})")
+    else:
+        count = csv_tools.images_to_csv(args.folder, args.out_csv)
+        print(f"{args.out_csv}: {count} images")
+    return 0
+
+
+def _add_train_parser(commands) -> None:
+    train = commands.add_parser(
+        "train", help="train SSD300 on an annotation CSV",
+        description="Train SSD300 with MultiboxLoss on an annotation CSV. Writes config.json, "
+                    "history.csv, loss.png, checkpoints/epoch_NNN.weights.h5 and "
+                    "final.weights.h5 to --out; run the same command again to resume a run "
+                    "that was killed.")
+    train.add_argument("--csv", required=True, help="training annotation CSV")
+    train.add_argument("--val-csv", help="validation annotation CSV")
+    train.add_argument("--out", required=True, metavar="DIR", help="run folder (runs/NAME)")
+    train.add_argument("--weights", metavar="PATH",
+                       help="initial weights (e.g. weights/weights_SSD300.hdf5 to fine-tune)")
+    train.add_argument("--classes", metavar="FILE",
+                       help="class list file or 'voc' (default: the CSV's sorted class names)")
+    train.add_argument("--epochs", type=int, default=10, help="default: %(default)s")
+    train.add_argument("--batch-size", type=int, default=16, help="default: %(default)s")
+    train.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate "
+                       "(default: %(default)s)")
+    train.add_argument("--lr-decay", type=float, default=1.0,
+                       help="multiply the learning rate by this every epoch (default: "
+                            "%(default)s; the original notebook used 0.9)")
+    train.add_argument("--width-multiplier", type=float, default=1.0,
+                       help="channel width of SSD300 (default: %(default)s, the original)")
+    train.add_argument("--input-size", type=int, default=300, help="default: %(default)s")
+    train.add_argument("--freeze", metavar="LAYER,...",
+                       help="comma-separated layers to freeze; 'original' stands for the "
+                            "original notebook's conv1_1 .. pool3 (for fine-tuning from VOC "
+                            "weights). Default: nothing is frozen")
+    train.add_argument("--strategy", choices=["mirrored", "multiworker"],
+                       help="tf.distribute strategy: all local GPUs, or the workers of TF_CONFIG")
+    train.add_argument("--seed", type=int, help="seed for weights, order and augmentation")
+    train.add_argument("--workers", type=int, default=1,
+                       help="data loading threads (default: %(default)s)")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(func=_cmd_train)
+
+
+def _add_csv_parser(commands) -> None:
+    tools = commands.add_parser("csv", help="write dataset CSVs from VOC XML, class folders "
+                                            "or an image folder")
+    sources = tools.add_subparsers(dest="source", required=True, metavar="SOURCE")
+    voc = sources.add_parser("voc", help="Pascal VOC XML annotations to an annotation CSV")
+    voc.add_argument("annotations_dir")
+    voc.add_argument("images_dir")
+    voc.add_argument("out_csv")
+    voc.add_argument("--classes", metavar="FILE", help="class list file or 'voc'")
+    folders = sources.add_parser("folders", help="a folder per class to a classification CSV "
+                                                 "(image,label) and classes.txt")
+    folders.add_argument("root")
+    folders.add_argument("out_csv")
+    images = sources.add_parser("images", help="an image folder to an unannotated CSV")
+    images.add_argument("folder")
+    images.add_argument("out_csv")
+    tools.set_defaults(func=_cmd_csv)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ssd_keras",
                                      description="SSD300 object detection in Keras 3.")
@@ -176,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="class names without background: 'voc' or a file with one name "
                              "per line (default: %(default)s)")
     detect.set_defaults(func=_cmd_detect)
+    _add_train_parser(commands)
+    _add_csv_parser(commands)
     return parser
 
 

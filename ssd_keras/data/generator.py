@@ -1,0 +1,145 @@
+"""Training batches from an annotation CSV: a Keras ``PyDataset`` and the same as ``tf.data``.
+
+Each example is decoded strictly (:func:`ssd_keras.image.load_image`), augmented
+(:mod:`ssd_keras.data.augment`) with a random generator seeded by ``(seed, epoch, index)``
+(so a seeded run gives the same batches whatever the number of workers), preprocessed for the
+Caffe-ported weights and encoded with :meth:`ssd_keras.BBoxUtility.assign_boxes`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..image import load_image, preprocess_input
+from ..ssd_utils import BBoxUtility
+from .annotations import read_annotations
+from .augment import Augmentation, augment
+
+__all__ = ["CSVGenerator", "make_dataset"]
+
+
+class CSVGenerator(keras.utils.PyDataset):
+    """Batches ``(x, y)`` for ``model.fit`` from an annotation CSV.
+
+    Args:
+        csv_path: the annotation CSV (format in DESIGN.md); validated once, up front.
+        bbox_util: a :class:`ssd_keras.BBoxUtility` with the model's priors
+            (``BBoxUtility(num_classes, prior_boxes(model))``); its ``num_classes`` must be the
+            number of classes + 1.
+        batch_size: examples per batch (the last batch of an epoch may be smaller).
+        image_size: ``(height, width)`` of the network input.
+        classes: class names without background (list or class-list file); default: the sorted
+            names of the CSV.
+        train: augment and shuffle; ``False`` gives plain resizing and a fixed order.
+        shuffle: reshuffle every epoch (training only).
+        augment: an :class:`ssd_keras.data.Augmentation` (default: the original's settings).
+        seed: makes augmentation and order reproducible; default: a fresh random seed.
+        **pydataset_kwargs: ``workers``, ``use_multiprocessing``, ``max_queue_size`` of
+            ``keras.utils.PyDataset``.
+
+    Each batch: ``x`` ``(B, height, width, 3)`` float32 (``preprocess_input``-ed), ``y``
+    ``(B, num_priors, 4 + num_classes + 8)`` float32 (``assign_boxes`` targets).
+    """
+
+    def __init__(self, csv_path: str | os.PathLike, bbox_util: BBoxUtility, batch_size: int = 16,
+                 image_size: tuple[int, int] = (300, 300), classes=None, train: bool = True,
+                 shuffle: bool = True, augment: Augmentation | None = None,
+                 seed: int | None = None, **pydataset_kwargs):
+        super().__init__(**pydataset_kwargs)
+        if int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+        self.records, self.class_names = read_annotations(csv_path, classes)
+        if not self.records:
+            raise ValueError(f"{csv_path}: the annotation CSV lists no images")
+        if bbox_util.priors is None:
+            raise ValueError("bbox_util has no priors: use BBoxUtility(num_classes, "
+                             "prior_boxes(model))")
+        if bbox_util.num_classes != len(self.class_names) + 1:
+            raise ValueError(
+                f"{csv_path}: {len(self.class_names)} classes ({', '.join(self.class_names[:5])}"
+                f"{', ...' if len(self.class_names) > 5 else ''}) need "
+                f"BBoxUtility(num_classes={len(self.class_names) + 1}), got "
+                f"num_classes={bbox_util.num_classes}")
+        self.csv_path = os.fspath(csv_path)
+        self.bbox_util = bbox_util
+        self.batch_size = int(batch_size)
+        self.image_size = tuple(image_size)
+        self.train = bool(train)
+        self.shuffle = bool(shuffle) and self.train
+        self.augmentation = (augment or Augmentation()) if self.train else None
+        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
+        self.epoch = 0
+        self._dataset_epoch = 0
+        self._one_hot = np.eye(len(self.class_names) + 1, dtype=np.float64)[:, 1:]
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.records) / self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The example indices of an epoch, in the order batches take them."""
+        if not self.shuffle:
+            return np.arange(len(self.records))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.records))
+
+    def load_example(self, index: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """One example: ``(image, targets)``, image ``(height, width, 3)`` float32 already
+        ``preprocess_input``-ed, targets ``(num_priors, 4 + num_classes + 8)`` float32."""
+        record = self.records[index]
+        image = load_image(record["image_path"])
+        height, width = image.shape[:2]
+        boxes = record["boxes"].reshape(-1, 4) / np.array([width, height, width, height])
+        rng = np.random.default_rng([self.seed, epoch, index])
+        image, boxes, kept = augment(image, boxes, rng, self.image_size, self.augmentation)
+        targets = np.hstack([boxes, self._one_hot[record["labels"][kept]]])
+        return preprocess_input(image), self.bbox_util.assign_boxes(targets)
+
+    def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= batch < len(self):
+            raise IndexError(f"batch {batch} out of range for {len(self)} batches")
+        indices = self.order(self.epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+        images, targets = zip(*(self.load_example(int(i), self.epoch) for i in indices))
+        return np.stack(images), np.stack(targets)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def as_dataset(self, num_parallel_calls: int = tf.data.AUTOTUNE,
+                   prefetch: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+        """The same batches as a ``tf.data.Dataset`` (examples loaded in parallel, batched,
+        prefetched), for ``tf.distribute`` and input pipelines.
+
+        Every iteration over the dataset is a new epoch (a new order and new augmentations
+        when training), as with the ``PyDataset``.
+        """
+        spec = (tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int64))
+        indices = tf.data.Dataset.from_generator(self._epoch_indices, output_signature=spec)
+        indices = indices.apply(tf.data.experimental.assert_cardinality(len(self.records)))
+        height, width = self.image_size
+        num_priors, columns = len(self.bbox_util.priors), self.bbox_util.num_classes + 12
+
+        def load(index, epoch):
+            image, targets = tf.numpy_function(
+                lambda i, e: self.load_example(int(i), int(e)), [index, epoch],
+                (tf.float32, tf.float32), stateful=False)
+            image.set_shape((height, width, 3))
+            targets.set_shape((num_priors, columns))
+            return image, targets
+
+        dataset = indices.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
+        return dataset.batch(self.batch_size).prefetch(prefetch)
+
+    def _epoch_indices(self):
+        epoch, self._dataset_epoch = self._dataset_epoch, self._dataset_epoch + 1
+        for index in self.order(epoch):
+            yield int(index), epoch
+
+
+def make_dataset(csv_path: str | os.PathLike, bbox_util: BBoxUtility,
+                 **generator_kwargs) -> tf.data.Dataset:
+    """``CSVGenerator(csv_path, bbox_util, **generator_kwargs).as_dataset()``."""
+    return CSVGenerator(csv_path, bbox_util, **generator_kwargs).as_dataset()

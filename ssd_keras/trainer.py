@@ -1,0 +1,273 @@
+"""A whole SSD training run from annotation CSVs: what ``python -m ssd_keras train`` does.
+
+The pieces are the library's (``SSD300``, ``MultiboxLoss``, ``CSVGenerator``, ``load_weights``)
+plus the run's bookkeeping in its output folder::
+
+    config.json                 everything needed to rebuild the model (classes, width, input)
+    history.csv                 one row per finished epoch (rewritten atomically)
+    loss.png                    the loss curves
+    checkpoints/epoch_NNN.weights.h5
+    final.weights.h5            the weights after the last epoch
+    backup/                     BackupAndRestore state while a run is unfinished
+
+A run killed part-way resumes from its last finished epoch when started again with the same
+command. Distributed runs use a ``tf.distribute`` strategy: ``mirrored`` (all local GPUs, or
+the CPU) or ``multiworker`` (machines listed in ``TF_CONFIG``; only the chief writes the run
+folder, the other workers write to ``<out>/worker<index>``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .data.annotations import read_annotations
+from .data.generator import CSVGenerator
+from .ssd import SSD300, prior_boxes
+from .ssd_training import MultiboxLoss
+from .ssd_utils import BBoxUtility
+from .weights import load_weights
+
+__all__ = ["TrainConfig", "train", "TrainingStopped", "ORIGINAL_FREEZE"]
+
+logger = logging.getLogger(__name__)
+
+ORIGINAL_FREEZE = ("input_1", "conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2",
+                   "conv3_1", "conv3_2", "conv3_3", "pool3")
+"""The layers the original training notebook froze when fine-tuning from the VOC weights."""
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped early (a NaN or infinite loss)."""
+
+
+@dataclass
+class TrainConfig:
+    """A training run; ``config.json`` in the run folder is this, as JSON."""
+
+    csv: str
+    out: str
+    val_csv: str | None = None
+    weights: str | None = None
+    classes: list[str] | None = None
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 3e-4
+    lr_decay: float = 1.0
+    width_multiplier: float = 1.0
+    input_shape: tuple[int, int, int] = (300, 300, 3)
+    freeze: list[str] = field(default_factory=list)
+    strategy: str | None = None
+    seed: int | None = None
+    workers: int = 1
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and "
+                             f"{self.batch_size}")
+        if not self.lr > 0 or not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr must be positive and lr_decay in (0, 1], got {self.lr} and "
+                             f"{self.lr_decay}")
+        if self.strategy not in (None, "mirrored", "multiworker"):
+            raise ValueError(f"strategy must be 'mirrored' or 'multiworker', got {self.strategy}")
+
+
+class _EpochHistory(keras.callbacks.Callback):
+    """Writes ``history.csv`` (one row per finished epoch, keyed by epoch, so a resumed run
+    neither loses nor repeats rows) and ``loss.png`` after every epoch."""
+
+    def __init__(self, folder: Path):
+        super().__init__()
+        self.csv_path = folder / "history.csv"
+        self.plot_path = folder / "loss.png"
+
+    def _rows(self) -> dict[int, dict[str, str]]:
+        if not self.csv_path.is_file():
+            return {}
+        with open(self.csv_path, newline="") as f:
+            return {int(row["epoch"]): row for row in csv.DictReader(f)}
+
+    def on_epoch_end(self, epoch, logs=None):
+        rows = self._rows()
+        rows[epoch] = {"epoch": str(epoch), **{k: repr(float(v)) for k, v in (logs or {}).items()}}
+        columns = ["epoch"] + sorted({k for row in rows.values() for k in row} - {"epoch"})
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows[e] for e in sorted(rows))
+        os.replace(tmp, self.csv_path)
+        self._plot([rows[e] for e in sorted(rows)])
+
+    def _plot(self, rows):
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(6, 4))
+        axes = figure.subplots()
+        epochs = [int(r["epoch"]) + 1 for r in rows]
+        for key in ("loss", "val_loss"):
+            values = [float(r[key]) for r in rows if r.get(key)]
+            if len(values) == len(rows):
+                axes.plot(epochs, values, marker="o", label=key)
+        axes.set_xlabel("epoch")
+        axes.set_ylabel("MultiboxLoss")
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(self.plot_path, dpi=100)
+
+
+class _StopOnNaN(keras.callbacks.Callback):
+    """Stops at the first batch whose loss is NaN or infinite and remembers where."""
+
+    def __init__(self):
+        super().__init__()
+        self.where: tuple[int, int, float] | None = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.where = (self._epoch, batch, float(loss))
+            self.model.stop_training = True
+
+
+def _strategy(name: str | None) -> tf.distribute.Strategy:
+    if name == "mirrored":
+        if tf.config.list_logical_devices("GPU"):
+            return tf.distribute.MirroredStrategy()  # every local GPU
+        # no GPU: every logical CPU device (see SSD_KERAS_CPU_DEVICES in the README)
+        return tf.distribute.MirroredStrategy(
+            [device.name for device in tf.config.list_logical_devices("CPU")])
+    if name == "multiworker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def _run_folder(config: TrainConfig, strategy: tf.distribute.Strategy) -> Path:
+    """The chief writes the run folder; other workers of a multi-worker run their own."""
+    folder = Path(config.out)
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is not None and resolver.task_type not in (None, "chief") and not (
+            resolver.task_type == "worker" and resolver.task_id == 0
+            and "chief" not in resolver.cluster_spec().as_dict()):
+        folder = folder / f"{resolver.task_type}{resolver.task_id}"
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+class _MultiWorkerModel(keras.Model):
+    """The same functional model, with two work-arounds for Keras 3 under
+    ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585): it is built on a plain batch
+    (Keras builds from the first *reduced* distributed batch, which fails there), and its step
+    logs are vectors of one value (Keras reduces them along axis 0, which scalars lack)."""
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        x = np.zeros((1,) + tuple(self.input_shape[1:]), "float32")
+        y = np.zeros((1,) + tuple(self.output_shape[1:]), "float32")
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=(x, y))
+
+    def train_step(self, data):
+        return {k: tf.reshape(v, [1]) for k, v in super().train_step(data).items()}
+
+    def test_step(self, data):
+        return {k: tf.reshape(v, [1]) for k, v in super().test_step(data).items()}
+
+
+def _sharded(data: CSVGenerator | None) -> tf.data.Dataset | None:
+    """tf.data with element-wise sharding: every worker reads all files and keeps its share."""
+    if data is None:
+        return None
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return data.as_dataset().with_options(options)
+
+
+def train(config: TrainConfig, verbose: int = 1) -> keras.callbacks.History:
+    """Runs (or resumes) a training run.
+
+    Args:
+        config: the run (see :class:`TrainConfig`).
+        verbose: Keras ``fit`` verbosity.
+
+    Returns:
+        The ``History`` of this call's ``fit`` (``history.csv`` has every epoch of the run).
+
+    Raises:
+        TrainingStopped: the loss became NaN or infinite (the message says where).
+        ValueError, FileNotFoundError: bad CSVs, classes or weights (named in the message).
+    """
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    strategy = _strategy(config.strategy)
+    folder = _run_folder(config, strategy)
+    height, width = config.input_shape[:2]
+
+    _, class_names = read_annotations(config.csv, config.classes)
+    num_classes = len(class_names) + 1
+    with strategy.scope():
+        model = SSD300(tuple(config.input_shape), num_classes=num_classes,
+                       width_multiplier=config.width_multiplier)
+        if config.strategy == "multiworker":
+            model = _MultiWorkerModel(model.input, model.output, name=model.name)
+        if config.weights:
+            report = load_weights(model, config.weights)
+            logger.info("%s", report)
+        unknown = sorted(set(config.freeze) - {layer.name for layer in model.layers})
+        if unknown:
+            raise ValueError(f"freeze: no layers named {', '.join(unknown)} in SSD300")
+        for name in config.freeze:
+            model.get_layer(name).trainable = False
+        model.compile(optimizer=keras.optimizers.Adam(config.lr),
+                      loss=MultiboxLoss(num_classes))
+
+    bbox_util = BBoxUtility(num_classes, prior_boxes(model))
+    loader = dict(batch_size=config.batch_size, image_size=(height, width),
+                  classes=class_names, seed=config.seed, workers=config.workers)
+    train_data = CSVGenerator(config.csv, bbox_util, **loader)
+    val_data = (CSVGenerator(config.val_csv, bbox_util, train=False, **loader)
+                if config.val_csv else None)
+    if config.strategy == "multiworker":
+        train_data, val_data = _sharded(train_data), _sharded(val_data)
+
+    record = {**asdict(config), "classes": class_names, "num_classes": num_classes,
+              "input_shape": list(config.input_shape),
+              "replicas": strategy.num_replicas_in_sync}
+    for key in ("csv", "val_csv", "weights"):
+        record[key] = os.path.abspath(record[key]) if record[key] else None
+    (folder / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    nan_guard = _StopOnNaN()
+    callbacks = [
+        # first, so that an epoch counts as done before its history row is written
+        keras.callbacks.BackupAndRestore(str(folder / "backup")),
+        keras.callbacks.ModelCheckpoint(str(folder / "checkpoints" / "epoch_{epoch:03d}.weights.h5"),
+                                        save_weights_only=True),
+        keras.callbacks.LearningRateScheduler(lambda epoch: config.lr * config.lr_decay ** epoch),
+        nan_guard,
+        _EpochHistory(folder),
+    ]
+    history = model.fit(train_data, validation_data=val_data, epochs=config.epochs,
+                        callbacks=callbacks, verbose=verbose)
+    if nan_guard.where is not None:
+        epoch, batch, loss = nan_guard.where
+        raise TrainingStopped(
+            f"training stopped at epoch {epoch + 1}, batch {batch + 1}: the loss became {loss} "
+            f"(try a lower --lr, or check the annotations); finished epochs are in "
+            f"{folder / 'history.csv'} and {folder / 'checkpoints'}")
+    model.save_weights(str(folder / "final.weights.h5"))
+    return history
+
