@@ -25,6 +25,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/bench_forward.py
 	$(PY) bench/bench_bbox.py
+	$(PY) bench/bench_data.py
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info .pytest_cache .hypothesis

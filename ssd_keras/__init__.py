@@ -21,6 +21,7 @@ _EXPORTS = {
     "Normalize": "ssd_layers",
     "PriorBox": "ssd_layers",
     "BBoxUtility": "ssd_utils",
+    "MultiboxLoss": "ssd_training",
     "DetectionOutput": "ssd_utils",
     "load_weights": "weights",
     "LoadReport": "weights",
@@ -40,6 +41,7 @@ __all__ = [
     "DetectionOutput",
     "ImageLoadError",
     "LoadReport",
+    "MultiboxLoss",
     "Normalize",
     "PriorBox",
     "SSD300",
@@ -64,6 +66,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .image import ImageLoadError, load_image, preprocess_input
     from .ssd import SSD300, VOC_CLASSES, detect, prior_boxes, with_detection_output
     from .ssd_layers import Normalize, PriorBox
+    from .ssd_training import MultiboxLoss
     from .ssd_utils import BBoxUtility, DetectionOutput
     from .visualization import class_colors, draw_detections, overlay_heatmap, plot_detections, save_image
     from .weights import LoadReport, WeightsFileError, load_weights

@@ -7,7 +7,9 @@ using it work::
     model.compile(optimizer, loss=MultiboxLoss(num_classes))               # a keras Loss
 
 Either way the loss of one image is computed as in the original, and Keras averages it over
-the batch (and takes care of the per-replica scaling under ``tf.distribute``).
+the batch (and takes care of the per-replica scaling under ``tf.distribute``). The number of
+hard negatives is one number per batch, so under ``tf.distribute`` each replica takes its own,
+from its share of the batch (as the original did on several GPUs).
 
 Targets and predictions share one layout, ``(batch, num_priors, 4 + num_classes + 8)``:
 
@@ -33,10 +35,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from .ssd_utils import BACKGROUND_COLUMN, LOC
+
 __all__ = ["MultiboxLoss"]
 
-LOC = slice(0, 4)
-CONF_START = 4  # first confidence column; the background class (label 0) sits here
+CONF_START = BACKGROUND_COLUMN  # first confidence column: the background class (label 0)
 POSITIVE_COLUMN = -8  # of y_true: 1 for priors assigned to a ground-truth box
 PROB_EPSILON = 1e-15  # probabilities are clipped to [eps, 1 - eps] before the log
 EXTRA_COLUMNS = 4 + 8  # offsets before the classes, priors and variances after them

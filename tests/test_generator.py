@@ -68,7 +68,7 @@ def test_validation_batches_are_plain_resized_images_and_exact_targets(dataset, 
 
 def test_training_batches_hold_valid_targets(dataset, bbox_util):
     gen = CSVGenerator(dataset, bbox_util, batch_size=7, seed=3)
-    for epoch in range(3):
+    for _ in range(3):
         x, y = gen[0]
         assert np.isfinite(x).all() and np.isfinite(y).all()
         positive = y[..., -8] == 1

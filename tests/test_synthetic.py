@@ -18,6 +18,7 @@ from ssd_keras.data.synthetic import SHAPE_CLASSES, draw_shape, make_scene, make
 
 HEADER = ["image_path", "xmin", "ymin", "xmax", "ymax", "class_name"]
 EDGE_TOLERANCE_PX = 2.0  # anti-aliasing blends about one pixel beyond the geometric edge
+VISIBLE = 16  # a channel value above this on black is visible ink (faint anti-aliasing is not)
 # Least area of each shape (any rotation) as a fraction of its bounding box's area.
 MIN_FILL = {"circle": math.pi / 4, "square": 0.5, "triangle": 0.4, "star": 0.3}
 
@@ -77,8 +78,6 @@ def test_scene_shapes_dtypes_and_value_ranges():
         assert np.all((boxes >= 0) & (boxes <= 1))
         assert np.all(boxes[:, 2] > boxes[:, 0]) and np.all(boxes[:, 3] > boxes[:, 1])
         assert np.all((labels >= 1) & (labels <= len(SHAPE_CLASSES)))
-        # boxes are whole multiples of 1/16 pixel
-        np.testing.assert_allclose(boxes * 300 * 16, np.round(boxes * 300 * 16), atol=1e-6)
 
 
 def test_object_counts_classes_and_sizes_span_the_ranges():
@@ -115,7 +114,7 @@ def test_single_shape_box_is_tight_on_plain_background(plain_scenes):
     for seed in range(40):
         image, boxes, labels, colors = plain_scenes(seed, max_objects=1)
         assert len(labels) == 1
-        drawn = pixel_box(image.max(axis=2) > 0)
+        drawn = pixel_box(image.max(axis=2) > VISIBLE)
         np.testing.assert_allclose(drawn, boxes[0] * 300, atol=EDGE_TOLERANCE_PX, err_msg=f"seed {seed}")
 
 
@@ -127,7 +126,7 @@ def test_every_drawn_pixel_is_annotated_and_every_shape_stays_visible(plain_scen
         for xmin, ymin, xmax, ymax in pixels:
             x0, y0 = max(0, math.floor(xmin - EDGE_TOLERANCE_PX)), max(0, math.floor(ymin - EDGE_TOLERANCE_PX))
             annotated[y0:math.ceil(ymax + EDGE_TOLERANCE_PX), x0:math.ceil(xmax + EDGE_TOLERANCE_PX)] = True
-        assert not np.any((image.max(axis=2) > 0) & ~annotated), f"seed {seed}: unannotated pixels"
+        assert not np.any((image.max(axis=2) > VISIBLE) & ~annotated), f"seed {seed}: unannotated pixels"
         assert len(colors) == len(labels)
         for box, label, color in zip(pixels, labels, colors):
             if np.any(box == 0) or np.any(box == 300):
@@ -144,7 +143,7 @@ def test_every_drawn_pixel_is_annotated_and_every_shape_stays_visible(plain_scen
 # draw_shape
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     kind=st.sampled_from(SHAPE_CLASSES),
     cx=st.floats(0, 200),
@@ -154,11 +153,17 @@ def test_every_drawn_pixel_is_annotated_and_every_shape_stays_visible(plain_scen
 )
 def test_draw_shape_box_matches_drawn_pixels(kind, cx, cy, size, angle):
     image = np.zeros((160, 200, 3), np.uint8)  # not square: x and y normalise differently
+    scale = np.array([200, 160, 200, 160])
     box = draw_shape(image, kind, (cx, cy), size, angle, (255, 255, 255))
     assert box.shape == (4,) and box.dtype == np.float64 and np.all((box >= 0) & (box <= 1))
-    drawn = pixel_box(image[..., 0] > 0)
-    expected = np.clip(drawn, 0, [200, 160, 200, 160]) / [200, 160, 200, 160]
-    np.testing.assert_allclose(box * [200, 160, 200, 160], expected * [200, 160, 200, 160], atol=EDGE_TOLERANCE_PX)
+    box = box * scale
+    drawn = pixel_box(image[..., 0] > VISIBLE)
+    # no visible ink outside the box
+    assert np.all(drawn[:2] >= box[:2] - EDGE_TOLERANCE_PX) and np.all(drawn[2:] <= box[2:] + EDGE_TOLERANCE_PX)
+    radius = size / 2
+    if radius <= cx <= 200 - radius and radius <= cy <= 160 - radius:
+        # inside the image the box is tight too (clipping can leave sub-pixel slivers, too thin to draw)
+        np.testing.assert_allclose(box, drawn, atol=EDGE_TOLERANCE_PX)
 
 
 def test_draw_shape_hand_computed_boxes():
@@ -176,8 +181,16 @@ def test_draw_shape_hand_computed_boxes():
     np.testing.assert_allclose(draw_shape(image, "star", (150, 150), 160, 0, (9, 9, 9)) * 300,
                                [150 - 80 * math.cos(math.radians(18)), 70, 150 + 80 * math.cos(math.radians(18)),
                                 150 + 80 * math.cos(math.radians(36))], atol=1 / 16)
-    # a circle leaving the image is clipped
+    # a circle leaving the image is clipped; with its centre outside, the chord at the border counts
     np.testing.assert_allclose(draw_shape(image, "circle", (10, 290), 60, 0, (9, 9, 9)) * 300, [0, 260, 40, 300])
+    np.testing.assert_allclose(draw_shape(image, "circle", (-10, 50), 40, 0, (9, 9, 9)) * 300,
+                               [0, 50 - math.sqrt(300), 10, 50 + math.sqrt(300)])
+    # a triangle pointing down with its base above the image: the box is that of the visible part,
+    # whose top corners are where the edges cross y = 0 (a quarter of the way down to the apex)
+    np.testing.assert_allclose(draw_shape(image, "triangle", (150, 10), 160, 180, (9, 9, 9)) * 300,
+                               [150 - 0.75 * 80 * math.sqrt(3) / 2, 0, 150 + 0.75 * 80 * math.sqrt(3) / 2, 90],
+                               atol=0.1)
+    assert not np.any(draw_shape(image, "star", (-100, -100), 40, 0, (9, 9, 9)))  # entirely outside
     # colours are drawn as given (RGB order untouched)
     image = np.zeros((50, 50, 3), np.uint8)
     draw_shape(image, "circle", (25, 25), 30, 0, (200, 100, 50))
@@ -230,7 +243,7 @@ def test_dataset_reads_back_with_the_annotation_reader(tmp_path):
         image, boxes, labels = make_scene(np.random.default_rng([3, index]), size=200)
         assert Path(record["image_path"]) == tmp_path / "images" / f"{index:06d}.jpg"
         assert (record["width"], record["height"]) == (200, 200)
-        np.testing.assert_array_equal(record["boxes"], (boxes * 200).astype(np.float32))  # 1/16 px is exact
+        np.testing.assert_array_equal(record["boxes"], (boxes * 200).astype(np.float32))
         np.testing.assert_array_equal(record["labels"], labels)
         jpeg = cv2.imread(record["image_path"], cv2.IMREAD_COLOR)[..., ::-1]
         assert np.abs(jpeg.astype(int) - image).mean() < 6  # quality 95

@@ -101,8 +101,12 @@ class CSVGenerator(keras.utils.PyDataset):
     def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
         if not 0 <= batch < len(self):
             raise IndexError(f"batch {batch} out of range for {len(self)} batches")
-        indices = self.order(self.epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
-        images, targets = zip(*(self.load_example(int(i), self.epoch) for i in indices))
+        return self.load_batch(batch, self.epoch)
+
+    def load_batch(self, batch: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``batch`` of epoch ``epoch``: ``(x, y)`` as described in the class."""
+        indices = self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+        images, targets = zip(*(self.load_example(int(i), epoch) for i in indices))
         return np.stack(images), np.stack(targets)
 
     def on_epoch_end(self) -> None:
@@ -110,33 +114,33 @@ class CSVGenerator(keras.utils.PyDataset):
 
     def as_dataset(self, num_parallel_calls: int = tf.data.AUTOTUNE,
                    prefetch: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
-        """The same batches as a ``tf.data.Dataset`` (examples loaded in parallel, batched,
+        """The same batches as a ``tf.data.Dataset`` (batches loaded in parallel and
         prefetched), for ``tf.distribute`` and input pipelines.
 
         Every iteration over the dataset is a new epoch (a new order and new augmentations
-        when training), as with the ``PyDataset``.
+        when training), as with the ``PyDataset``. Whole batches cross into Python, not single
+        examples: the decoding and OpenCV work release the GIL, the per-call overhead does not.
         """
         spec = (tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int64))
-        indices = tf.data.Dataset.from_generator(self._epoch_indices, output_signature=spec)
-        indices = indices.apply(tf.data.experimental.assert_cardinality(len(self.records)))
+        batches = tf.data.Dataset.from_generator(self._epoch_batches, output_signature=spec)
+        batches = batches.apply(tf.data.experimental.assert_cardinality(len(self)))
         height, width = self.image_size
         num_priors, columns = len(self.bbox_util.priors), self.bbox_util.num_classes + 12
 
-        def load(index, epoch):
-            image, targets = tf.numpy_function(
-                lambda i, e: self.load_example(int(i), int(e)), [index, epoch],
-                (tf.float32, tf.float32), stateful=False)
-            image.set_shape((height, width, 3))
-            targets.set_shape((num_priors, columns))
-            return image, targets
+        def load(batch, epoch):
+            x, y = tf.numpy_function(lambda b, e: self.load_batch(int(b), int(e)),
+                                     [batch, epoch], (tf.float32, tf.float32), stateful=False)
+            x.set_shape((None, height, width, 3))
+            y.set_shape((None, num_priors, columns))
+            return x, y
 
-        dataset = indices.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
-        return dataset.batch(self.batch_size).prefetch(prefetch)
+        dataset = batches.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
+        return dataset.prefetch(prefetch)
 
-    def _epoch_indices(self):
+    def _epoch_batches(self):
         epoch, self._dataset_epoch = self._dataset_epoch, self._dataset_epoch + 1
-        for index in self.order(epoch):
-            yield int(index), epoch
+        for batch in range(len(self)):
+            yield batch, epoch
 
 
 def make_dataset(csv_path: str | os.PathLike, bbox_util: BBoxUtility,
