@@ -137,3 +137,22 @@ def test_module_entry_point_runs_quietly(image_file, tmp_path):
     assert "hopper.jpg: " in run.stdout
     for noise in ("oneDNN", "cuda", "absl::InitializeLog", "I0000", "E0000"):
         assert noise not in run.stderr, run.stderr
+
+
+def test_csv_commands_write_dataset_csvs(tmp_path, capsys):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "img").mkdir()
+    save_image(tmp_path / "img" / "a.jpg", np.zeros((20, 30, 3), np.uint8))
+    (tmp_path / "ann" / "a.xml").write_text(
+        "<annotation><filename>a.jpg</filename><size><width>30</width><height>20</height>"
+        "<depth>3</depth></size><object><name>cat</name><difficult>0</difficult><bndbox>"
+        "<xmin>2</xmin><ymin>3</ymin><xmax>12</xmax><ymax>15</ymax></bndbox></object>"
+        "</annotation>")
+    out = tmp_path / "voc.csv"
+    assert cli.main(["csv", "voc", str(tmp_path / "ann"), str(tmp_path / "img"), str(out)]) == 0
+    rows = read_rows(out)
+    assert rows[0][:6] == ["image_path", "xmin", "ymin", "xmax", "ymax", "class_name"]
+    assert rows[1][1:6] == ["2", "3", "12", "15", "cat"]
+    assert cli.main(["csv", "images", str(tmp_path / "img"), str(tmp_path / "list.csv")]) == 0
+    assert len(read_rows(tmp_path / "list.csv")) == 2
+    assert "1 classes (cat)" in capsys.readouterr().out

@@ -115,3 +115,18 @@ def test_mismatched_classes_and_missing_priors_raise(dataset, bbox_util):
         CSVGenerator(dataset, BBoxUtility(3))
     with pytest.raises(ValueError, match="batch_size"):
         CSVGenerator(dataset, bbox_util, batch_size=0)
+
+
+@pytest.mark.parametrize("use_multiprocessing", [False, True])
+def test_model_fit_with_parallel_workers(dataset, bbox_util, use_multiprocessing):
+    import keras
+
+    from ssd_keras.ssd import SSD300
+    from ssd_keras.ssd_training import MultiboxLoss
+
+    model = SSD300(num_classes=3, width_multiplier=0.125)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=MultiboxLoss(3))
+    gen = CSVGenerator(dataset, bbox_util, batch_size=4, seed=0, workers=2,
+                       use_multiprocessing=use_multiprocessing)
+    history = model.fit(gen, epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
