@@ -24,6 +24,9 @@ _EXPORTS = {
     "MultiboxLoss": "ssd_training",
     "DetectionOutput": "ssd_utils",
     "load_weights": "weights",
+    "evaluate_detections": "evaluation",
+    "evaluate_model": "evaluation",
+    "load_demo_model": "demo",
     "LoadReport": "weights",
     "WeightsFileError": "weights",
     "load_image": "image",
@@ -50,6 +53,9 @@ __all__ = [
     "class_colors",
     "detect",
     "draw_detections",
+    "evaluate_detections",
+    "evaluate_model",
+    "load_demo_model",
     "load_image",
     "load_weights",
     "overlay_heatmap",
@@ -63,6 +69,8 @@ __all__ = [
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     # ruff: noqa: F401
+    from .demo import load_demo_model
+    from .evaluation import evaluate_detections, evaluate_model
     from .image import ImageLoadError, load_image, preprocess_input
     from .ssd import SSD300, VOC_CLASSES, detect, prior_boxes, with_detection_output
     from .ssd_layers import Normalize, PriorBox

@@ -3,7 +3,9 @@
 Commands:
     detect   run SSD300 on images, write annotated PNGs and ``detections.csv``.
     train    train SSD300 on an annotation CSV (resumable, distributable).
+    evaluate Pascal VOC AP / mAP of a model on an annotation CSV, PR curves.
     csv      write dataset CSVs from Pascal VOC XML, class folders or an image folder.
+    demo     detect and explain objects in sample images with the embedded model.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-__all__ = ["main", "import_tensorflow_quietly", "find_default_weights", "read_class_names"]
+__all__ = ["main", "import_tensorflow_quietly", "find_default_weights", "read_class_names",
+           "load_detection_model"]
 
 DEFAULT_WEIGHTS_NAME = "weights_SSD300.hdf5"
 WEIGHTS_HELP = "see weights/README.md for where to get weights_SSD300.hdf5"
@@ -84,35 +87,55 @@ def _unique_output(out_dir: Path, image_path: Path, taken: set[str]) -> Path:
     return out_dir / name
 
 
-def _cmd_detect(args: argparse.Namespace) -> int:
-    import_tensorflow_quietly()
-    import numpy as np
+def load_detection_model(weights: str | None, classes: str = "voc"):
+    """The model the entry points detect with, saying on stderr/stdout which one it is.
 
-    from .image import load_image
-    from .ssd import SSD300, detect
-    from .ssd_utils import BBoxUtility
-    from .visualization import draw_detections, save_image, to_pixels
+    ``weights`` given: SSD300 for ``classes`` with those weights. Otherwise the VOC weights
+    (``weights/weights_SSD300.hdf5``) when present; else, with the default classes, the
+    embedded shapes demo model; else an untrained SSD300, with a warning.
+
+    Returns:
+        ``(model, class_names)``.
+    """
+    from .demo import DEMO_WEIGHTS, load_demo_model
+    from .ssd import SSD300
     from .weights import load_weights
 
-    class_names = read_class_names(args.classes)
-    weights = Path(args.weights) if args.weights else find_default_weights()
-    if args.weights and not weights.is_file():
-        raise FileNotFoundError(f"weights file not found: {args.weights} ({WEIGHTS_HELP})")
-
-    if weights is None:
+    path = Path(weights) if weights else find_default_weights()
+    if weights and not path.is_file():
+        raise FileNotFoundError(f"weights file not found: {weights} ({WEIGHTS_HELP})")
+    if path is None and classes.lower() == "voc" and DEMO_WEIGHTS.is_file():
+        model, class_names = load_demo_model()
+        print(f"no VOC weights found ({WEIGHTS_HELP}): using the embedded shapes model "
+              f"{DEMO_WEIGHTS.name} (classes: {', '.join(class_names)})", file=sys.stderr)
+        return model, class_names
+    class_names = read_class_names(classes)
+    if path is None:
         import keras
 
-        keras.utils.set_random_seed(0)  # the untrained demo is at least repeatable
+        keras.utils.set_random_seed(0)  # the untrained network is at least repeatable
     model = SSD300((300, 300, 3), num_classes=len(class_names) + 1)
-    if weights is None:
+    if path is None:
         print("WARNING: no trained weights found (looked for weights/"
               f"{DEFAULT_WEIGHTS_NAME} here and beside the package; {WEIGHTS_HELP}).\n"
               "WARNING: running the whole pipeline on an UNTRAINED network: its detections are "
               "random and meaningless.", file=sys.stderr)
     else:
-        report = load_weights(model, weights)
-        print(f"weights: {weights} ({len(report.loaded)} layers loaded)")
+        report = load_weights(model, path)
+        print(f"weights: {path} ({len(report.loaded)} layers loaded)")
+    return model, class_names
 
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
+    import numpy as np
+
+    from .image import load_image
+    from .ssd import detect
+    from .ssd_utils import BBoxUtility
+    from .visualization import draw_detections, save_image, to_pixels
+
+    model, class_names = load_detection_model(args.weights, args.classes)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     bbox_util = BBoxUtility(len(class_names) + 1, nms_thresh=args.nms_thresh)
@@ -198,6 +221,122 @@ def _cmd_csv(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
+    from .demo import DRAW_THRESHOLD, run_demo
+
+    result = run_demo(args.out, args.weights, num_scenes=args.scenes,
+                      eval_scenes=args.eval_scenes)
+    print(f"model: {result['model']}")
+    names = result["class_names"]
+    print(f"{'image':<14} {'class':<12} {'score':>6}  box (normalised xmin ymin xmax ymax)")
+    for entry in result["images"]:
+        shown = [row for row in entry["detections"] if row[1] >= DRAW_THRESHOLD][:8]
+        for row in shown:
+            box = " ".join(f"{v:.3f}" for v in row[2:6])
+            print(f"{entry['name']:<14} {names[int(row[0]) - 1]:<12} {row[1]:6.3f}  {box}")
+        if not shown:
+            print(f"{entry['name']:<14} (nothing above {DRAW_THRESHOLD})")
+    for entry in result["images"]:
+        print(f"wrote {entry['picture']}" + (f" and {entry['gradcam']}" if entry["gradcam"]
+                                             else ""))
+    if result["mAP"] is not None:
+        print(f"mAP@0.5 on {args.eval_scenes} held-out scenes: {result['mAP']:.3f}")
+    return 0
+
+
+def _add_demo_parser(commands) -> None:
+    demo = commands.add_parser(
+        "demo", help="detect and explain objects in sample images (works offline)",
+        description="Run the detector on a few held-out synthetic scenes and a photograph "
+                    "shipped with matplotlib; write annotated PNGs and Grad-CAM overlays of "
+                    "each image's top detection; print the detections and the mAP. Uses the "
+                    "VOC weights (on the photograph) when weights/weights_SSD300.hdf5 is "
+                    "present, else the embedded shapes model.")
+    demo.add_argument("--out", default="demo_output", metavar="DIR",
+                      help="output folder (default: %(default)s)")
+    demo.add_argument("--weights", metavar="PATH", help="VOC weights (default: "
+                      f"weights/{DEFAULT_WEIGHTS_NAME} when present)")
+    demo.add_argument("--scenes", type=int, default=4, help="held-out scenes to draw "
+                      "(default: %(default)s)")
+    demo.add_argument("--eval-scenes", type=int, default=100, help="held-out scenes for the "
+                      "mAP (default: %(default)s; 0 skips it)")
+    demo.set_defaults(func=_cmd_demo)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
+    from .data.annotations import read_annotations
+    from .evaluation import evaluate_records, format_results, plot_pr_curves, save_results_json
+    from .ssd import SSD300
+    from .weights import load_weights
+
+    classes = read_class_names(args.classes) if args.classes else None
+    records, class_names = read_annotations(args.csv, classes)
+    if args.weights:
+        weights = Path(args.weights)
+        if not weights.is_file():
+            raise FileNotFoundError(f"weights file not found: {args.weights} ({WEIGHTS_HELP})")
+    else:
+        # The published weights fit the full-width network only.
+        weights = find_default_weights() if args.width_multiplier == 1.0 else None
+    model = SSD300((300, 300, 3), num_classes=len(class_names) + 1,
+                   width_multiplier=args.width_multiplier)
+    if weights is None:
+        print(f"WARNING: no weights given and no default weights for this network (looked for "
+              f"weights/{DEFAULT_WEIGHTS_NAME} here and beside the package, used at width 1.0 only; "
+              f"{WEIGHTS_HELP}).\nWARNING: evaluating an UNTRAINED network: its scores are "
+              "meaningless.", file=sys.stderr)
+    else:
+        report = load_weights(model, weights)
+        print(f"weights: {weights} ({len(report.loaded)} layers loaded)")
+        if report.skipped:
+            print(f"WARNING: {len(report.skipped)} layers are not in the weights file and keep random "
+                  f"weights: {', '.join(report.skipped)}", file=sys.stderr)
+
+    print(f"{args.csv}: {len(records)} images, {len(class_names)} classes")
+    result = evaluate_records(model, records, class_names, batch_size=args.batch_size,
+                              verbose=0 if args.quiet else 1, confidence_threshold=args.conf_thresh,
+                              iou_threshold=args.iou, method=args.method)
+    print(format_results(result))
+    if args.json:
+        save_results_json(result, args.json)
+        print(f"results -> {args.json}")
+    if args.plot:
+        plot_pr_curves(result, path=args.plot)
+        print(f"precision/recall curves -> {args.plot}")
+    return 0
+
+
+def _add_evaluate_parser(commands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="Pascal VOC AP / mAP of SSD300 on an annotation CSV",
+        description="Run SSD300 over the images of an annotation CSV and score its detections "
+                    "with the Pascal VOC rule (per-class AP, mAP); print a per-class table and "
+                    "optionally write the results as JSON and the precision/recall curves as "
+                    "a PNG. IoU is computed on continuous coordinates (no +1 pixel in widths).")
+    evaluate.add_argument("--csv", required=True, help="annotation CSV (optional difficult column)")
+    evaluate.add_argument("--weights", metavar="PATH",
+                          help=f"weights file (.h5/.hdf5 legacy, .weights.h5, .keras); default "
+                               f"weights/{DEFAULT_WEIGHTS_NAME} when present (width 1.0 only)")
+    evaluate.add_argument("--classes", metavar="FILE",
+                          help="class list file or 'voc' (default: the CSV's sorted class names)")
+    evaluate.add_argument("--width-multiplier", type=float, default=1.0,
+                          help="channel width of SSD300 (default: %(default)s, the original)")
+    evaluate.add_argument("--method", choices=["voc07", "area"], default="area",
+                          help="AP definition: VOC2007's 11-point or VOC2010+'s area "
+                               "(default: %(default)s)")
+    evaluate.add_argument("--iou", type=float, default=0.5,
+                          help="minimum IoU of a true positive (default: %(default)s)")
+    evaluate.add_argument("--conf-thresh", type=float, default=0.01,
+                          help="minimum detection confidence (default: %(default)s)")
+    evaluate.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
+    evaluate.add_argument("--plot", metavar="PNG", help="write the precision/recall curves here")
+    evaluate.add_argument("--json", metavar="FILE", help="write the results here (arrays as lists)")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+
 def _add_train_parser(commands) -> None:
     train = commands.add_parser(
         "train", help="train SSD300 on an annotation CSV",
@@ -277,6 +416,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "per line (default: %(default)s)")
     detect.set_defaults(func=_cmd_detect)
     _add_train_parser(commands)
+    _add_evaluate_parser(commands)
+    _add_demo_parser(commands)
     _add_csv_parser(commands)
     return parser
 
