@@ -3,7 +3,6 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-SAMPLE_IMAGE = $$($(PY) -c "import matplotlib.cbook as c; print(c.get_sample_data('grace_hopper.jpg', asfileobj=False))")
 
 .PHONY: demo test bench install clean
 
@@ -17,7 +16,7 @@ $(STAMP): requirements.txt setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m ssd_keras detect $(SAMPLE_IMAGE) --out demo_output
+	$(PY) -m ssd_keras demo --out demo_output
 
 test: $(STAMP)
 	$(PY) -m pytest

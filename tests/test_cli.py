@@ -48,8 +48,12 @@ def image_file(tmp_path, sample_image):
 
 @pytest.fixture()
 def no_default_weights(monkeypatch, tmp_path):
+    """Neither VOC weights nor the embedded demo model are found."""
+    import ssd_keras.demo
+
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(cli, "PACKAGE_ROOT", tmp_path)
+    monkeypatch.setattr(ssd_keras.demo, "DEMO_WEIGHTS", tmp_path / "missing.weights.h5")
 
 
 def read_rows(path):
