@@ -24,12 +24,11 @@ Run ``python bench/bench_bbox.py [--runs N] [--json PATH]`` (``make bench`` does
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 from pathlib import Path
 
-from bench_forward import machine, measure
+from bench_forward import bench_main, machine, measure
 from original_bbox import OriginalBBoxUtility
 
 from ssd_keras.cli import import_tensorflow_quietly
@@ -177,15 +176,7 @@ def report(r: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per case (default 5)")
-    parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON here")
-    args = parser.parse_args(argv)
-    result = run(args.runs)
-    print(report(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    bench_main(__doc__.splitlines()[0], run, report, argv)
 
 
 if __name__ == "__main__":

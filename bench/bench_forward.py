@@ -152,9 +152,10 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parses ``--runs`` and ``--json``, runs the benchmark and prints the report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_main(description: str, run: Callable[[int], dict], report: Callable[[dict], str],
+               argv: list[str] | None = None) -> None:
+    """The command line of every benchmark here: ``--runs N`` and ``--json PATH``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=int, default=5, help="timed runs per case (default 5)")
     parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON here")
     args = parser.parse_args(argv)
@@ -165,6 +166,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)
+
+
+def main(argv: list[str] | None = None) -> None:
+    bench_main(__doc__.splitlines()[0], run, report, argv)
 
 
 if __name__ == "__main__":
