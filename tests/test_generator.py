@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pytest
 
@@ -10,32 +9,14 @@ from ssd_keras.data import CSVGenerator, make_dataset
 from ssd_keras.image import load_image, preprocess_input, resize_image
 from ssd_keras.ssd import prior_boxes
 from ssd_keras.ssd_utils import BBoxUtility
+from tests.rectangles import CLASSES, write_rectangles
 
-CLASSES = ["blue", "red"]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
-    """7 images of 120x160 with coloured rectangles (one image without objects)."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "img").mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["image_path,xmin,ymin,xmax,ymax,class_name"]
-    for i in range(7):
-        image = rng.integers(0, 60, (120, 160, 3), dtype=np.uint8)
-        if i == 3:
-            rows.append(f"img/{i}.png,,,,,")
-        for k in range(0 if i == 3 else 1 + i % 2):
-            x0, y0 = int(rng.integers(0, 100)), int(rng.integers(0, 60))
-            x1, y1 = x0 + int(rng.integers(20, 60)), y0 + int(rng.integers(20, 60))
-            name = CLASSES[(i + k) % 2]
-            color = (0, 0, 255) if name == "blue" else (255, 0, 0)
-            cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), color, -1)
-            rows.append(f"img/{i}.png,{x0},{y0},{x1},{y1},{name}")
-        cv2.imwrite(str(root / "img" / f"{i}.png"), image[..., ::-1])
-    csv_path = root / "train.csv"
-    csv_path.write_text("\n".join(rows) + "\n")
-    return csv_path
+    """7 images of 120x160 with coloured rectangles (image 3 without objects)."""
+    return write_rectangles(tmp_path_factory.mktemp("data"), 7, empty=(3,))
 
 
 @pytest.fixture(scope="module")

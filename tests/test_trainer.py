@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 
-import cv2
 import numpy as np
 import pytest
 
@@ -21,6 +20,7 @@ from ssd_keras.trainer import TrainConfig, TrainingStopped, train
 from ssd_keras.weights import load_weights
 from tests.conftest import REPO_ROOT
 from tests.legacy_h5 import random_legacy_weights, write_legacy_h5
+from tests.rectangles import write_rectangles
 
 WIDTH = "0.125"
 
@@ -28,22 +28,8 @@ WIDTH = "0.125"
 @pytest.fixture(scope="module")
 def train_csv(tmp_path_factory):
     """16 images of 160x160: a red or a blue rectangle on a dark background."""
-    root = tmp_path_factory.mktemp("train")
-    (root / "img").mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["image_path,xmin,ymin,xmax,ymax,class_name"]
-    for i in range(16):
-        image = rng.integers(0, 60, (160, 160, 3), dtype=np.uint8)
-        x0, y0 = (int(v) for v in rng.integers(0, 90, 2))
-        x1, y1 = x0 + int(rng.integers(30, 70)), y0 + int(rng.integers(30, 70))
-        name = ("red", "blue")[i % 2]
-        cv2.rectangle(image, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0) if name == "red" else
-                      (0, 0, 255), -1)
-        cv2.imwrite(str(root / "img" / f"{i}.jpg"), image[..., ::-1])
-        rows.append(f"img/{i}.jpg,{x0},{y0},{x1},{y1},{name}")
-    path = root / "train.csv"
-    path.write_text("\n".join(rows) + "\n")
-    return path
+    return write_rectangles(tmp_path_factory.mktemp("train"), 16, size=(160, 160),
+                            boxes_per_image=(1,), suffix=".jpg")
 
 
 def history_rows(folder):
