@@ -27,6 +27,11 @@ _EXPORTS = {
     "evaluate_detections": "evaluation",
     "evaluate_model": "evaluation",
     "load_demo_model": "demo",
+    "GradCAM": "gradcam",
+    "guided_backprop": "gradcam",
+    "guided_grad_cam": "gradcam",
+    "explain_detections": "gradcam",
+    "overlay": "gradcam",
     "LoadReport": "weights",
     "WeightsFileError": "weights",
     "load_image": "image",
@@ -42,6 +47,7 @@ _EXPORTS = {
 __all__ = [
     "BBoxUtility",
     "DetectionOutput",
+    "GradCAM",
     "ImageLoadError",
     "LoadReport",
     "MultiboxLoss",
@@ -55,9 +61,13 @@ __all__ = [
     "draw_detections",
     "evaluate_detections",
     "evaluate_model",
+    "explain_detections",
+    "guided_backprop",
+    "guided_grad_cam",
     "load_demo_model",
     "load_image",
     "load_weights",
+    "overlay",
     "overlay_heatmap",
     "plot_detections",
     "preprocess_input",
@@ -71,6 +81,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     # ruff: noqa: F401
     from .demo import load_demo_model
     from .evaluation import evaluate_detections, evaluate_model
+    from .gradcam import GradCAM, explain_detections, guided_backprop, guided_grad_cam, overlay
     from .image import ImageLoadError, load_image, preprocess_input
     from .ssd import SSD300, VOC_CLASSES, detect, prior_boxes, with_detection_output
     from .ssd_layers import Normalize, PriorBox

@@ -6,6 +6,7 @@ Commands:
     evaluate Pascal VOC AP / mAP of a model on an annotation CSV, PR curves.
     csv      write dataset CSVs from Pascal VOC XML, class folders or an image folder.
     demo     detect and explain objects in sample images with the embedded model.
+    gradcam  explain the top detections of an image (Grad-CAM, guided backpropagation).
 """
 
 from __future__ import annotations
@@ -245,6 +246,93 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tile(pictures, height: int = 256, columns: int = 3):
+    """The pictures side by side, ``columns`` to a row, each scaled to ``height``."""
+    import cv2
+    import numpy as np
+
+    scaled = [cv2.resize(p, (max(1, round(p.shape[1] * height / p.shape[0])), height))
+              for p in pictures]
+    width = max(p.shape[1] for p in scaled)
+    rows = []
+    for start in range(0, len(scaled), columns):
+        row = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in
+               scaled[start:start + columns]]
+        row += [np.zeros_like(row[0])] * (columns - len(row))
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
+
+
+def _cmd_gradcam(args: argparse.Namespace) -> int:
+    import_tensorflow_quietly()
+    import cv2
+    import numpy as np
+
+    from .gradcam import GradCAM, explain_detections, gradient_image, guided_grad_cam, overlay
+    from .image import load_image, preprocess_input, resize_image
+    from .ssd import detect
+    from .visualization import save_image
+
+    model, class_names = load_detection_model(args.weights, args.classes)
+    image = load_image(args.image)
+    x = preprocess_input(resize_image(image, model.input_shape[1:3]))
+    rows = detect(model, [image], confidence_threshold=args.conf_thresh, return_indices=True)[0]
+    rows = rows[:args.top]
+    if not len(rows):
+        print(f"{args.image}: no detection above {args.conf_thresh}")
+        return 0
+    explained = explain_detections(model, x, rows, class_names, top=args.top, method=args.method)
+    if args.layer and args.method != "guided":  # the same detections, another layer
+        labels, priors = rows[:, 0].astype(int), rows[:, 6].astype(int)
+        batch = np.repeat(x[np.newaxis], len(rows), axis=0)
+        maps = (GradCAM(model, args.layer)(batch, labels, priors) if args.method == "gradcam"
+                else guided_grad_cam(model, batch, labels, priors, layer_name=args.layer))
+        for entry, heatmap in zip(explained, maps):
+            entry["map"] = np.asarray(heatmap)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem, pictures = Path(args.image).stem, []
+    for k, entry in enumerate(explained):
+        row = entry["detection"]
+        if args.method == "gradcam":
+            picture = overlay(image, entry["map"], box=row[2:6], label=entry["label"])
+        else:
+            picture = cv2.resize(gradient_image(entry["map"], bgr=True),
+                                 (image.shape[1], image.shape[0]))
+        path = out / f"{stem}_{k}_{args.method}.png"
+        save_image(path, picture)
+        pictures.append(picture)
+        print(f"{entry['label']:<20} prior {int(row[6]):5d} -> {path}")
+    grid = out / f"{stem}_{args.method}_grid.png"
+    save_image(grid, _tile(pictures))
+    print(f"grid -> {grid}")
+    return 0
+
+
+def _add_gradcam_parser(commands) -> None:
+    gradcam = commands.add_parser(
+        "gradcam", help="explain the top detections of an image (Grad-CAM)",
+        description="Detect objects in IMAGE and explain each of the top detections (one prior, "
+                    "one class) with Grad-CAM, guided backpropagation or guided Grad-CAM; write "
+                    "one PNG per detection and a grid PNG to --out.")
+    gradcam.add_argument("image", metavar="IMAGE")
+    gradcam.add_argument("--weights", metavar="PATH", help="weights (default: VOC weights when "
+                         "present, else the embedded shapes model)")
+    gradcam.add_argument("--classes", default="voc", metavar="voc|FILE",
+                         help="class names of --weights (default: %(default)s)")
+    gradcam.add_argument("--top", type=int, default=5, help="detections to explain "
+                         "(default: %(default)s)")
+    gradcam.add_argument("--method", choices=["gradcam", "guided", "guided-gradcam"],
+                         default="gradcam", help="default: %(default)s")
+    gradcam.add_argument("--layer", metavar="NAME", help="feature layer (default: the one "
+                         "feeding each detection's head)")
+    gradcam.add_argument("--conf-thresh", type=float, default=0.01,
+                         help="minimum confidence (default: %(default)s)")
+    gradcam.add_argument("--out", default="gradcam_output", metavar="DIR",
+                         help="output folder (default: %(default)s)")
+    gradcam.set_defaults(func=_cmd_gradcam)
+
+
 def _add_demo_parser(commands) -> None:
     demo = commands.add_parser(
         "demo", help="detect and explain objects in sample images (works offline)",
@@ -418,6 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_parser(commands)
     _add_evaluate_parser(commands)
     _add_demo_parser(commands)
+    _add_gradcam_parser(commands)
     _add_csv_parser(commands)
     return parser
 

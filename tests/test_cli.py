@@ -160,3 +160,17 @@ def test_csv_commands_write_dataset_csvs(tmp_path, capsys):
     assert cli.main(["csv", "images", str(tmp_path / "img"), str(tmp_path / "list.csv")]) == 0
     assert len(read_rows(tmp_path / "list.csv")) == 2
     assert "1 classes (cat)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method", ["gradcam", "guided"])
+def test_gradcam_command_writes_one_picture_per_detection_and_a_grid(
+        no_default_weights, image_file, tmp_path, capsys, method):
+    out = tmp_path / "gc"
+    assert cli.main(["gradcam", str(image_file), "--top", "2", "--method", method,
+                     "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted([f"hopper_0_{method}.png", f"hopper_1_{method}.png",
+                            f"hopper_{method}_grid.png"])
+    picture = cv2.imread(str(out / f"hopper_0_{method}.png"))
+    assert picture.shape[:2] == load_image(image_file).shape[:2]
+    assert "prior" in capsys.readouterr().out
