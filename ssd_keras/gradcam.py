@@ -29,14 +29,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import keras
 import numpy as np
 import tensorflow as tf
 
 from .ssd import HEADS
-from .visualization import (MIN_FONT_SCALE, MIN_THICKNESS, PIXELS_PER_FONT_SCALE, PIXELS_PER_THICKNESS,
-                            _draw_label, _pixel_boxes, label_text, overlay_heatmap)
+from .visualization import draw_box, label_text, overlay_heatmap
 
 __all__ = ["GradCAM", "guided_backprop", "guided_grad_cam", "guided_relu", "explain_detections", "overlay",
            "gradient_image", "METHODS"]
@@ -641,13 +639,5 @@ def overlay(image: np.ndarray, heatmap: np.ndarray, box: Sequence[float] | None 
         if label is not None:
             raise ValueError("overlay: a label is drawn at its box; pass box too")
         return canvas
-    corners = _box_array(box, 1)
-    height, width = canvas.shape[:2]
-    pixels = _pixel_boxes(np.concatenate([np.zeros((1, 2)), corners], axis=1), width, height)[0]
-    short_side = min(height, width)
-    color = tuple(int(c) for c in color)
-    thickness = max(MIN_THICKNESS, int(round(short_side / PIXELS_PER_THICKNESS)))
-    cv2.rectangle(canvas, (int(pixels[0]), int(pixels[1])), (int(pixels[2]), int(pixels[3])), color, thickness)
-    if label is not None:
-        _draw_label(canvas, str(label), pixels, color, max(MIN_FONT_SCALE, short_side / PIXELS_PER_FONT_SCALE))
-    return canvas
+    corners = _box_array(box, 1)[0]
+    return draw_box(canvas, corners, label, color)

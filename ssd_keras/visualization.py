@@ -38,6 +38,7 @@ __all__ = [
     "label_text",
     "to_pixels",
     "to_normalized",
+    "draw_box",
     "draw_detections",
     "plot_detections",
     "overlay_heatmap",
@@ -319,19 +320,59 @@ def draw_detections(
     if len(rows) == 0:
         return canvas
     height, width = image.shape[:2]
-    short_side = min(height, width)
-    if thickness is None:
-        thickness = max(MIN_THICKNESS, int(round(short_side / PIXELS_PER_THICKNESS)))
-    if font_scale is None:
-        font_scale = max(MIN_FONT_SCALE, short_side / PIXELS_PER_FONT_SCALE)
+    thickness, font_scale = _line_sizes(height, width, thickness, font_scale)
     if colors is None:
         colors = class_colors(max(1, len(class_names)))
     boxes = _pixel_boxes(rows, width, height)
     for row, box in zip(rows, boxes):
         label = int(row[0])
-        color = _color_for(label, colors)
-        cv2.rectangle(canvas, (int(box[0]), int(box[1])), (int(box[2]), int(box[3])), color, int(thickness))
-        _draw_label(canvas, label_text(label, row[1], class_names), box, color, float(font_scale))
+        _draw_box(canvas, box, label_text(label, row[1], class_names), _color_for(label, colors),
+                  thickness, font_scale)
+    return canvas
+
+
+def _line_sizes(height: int, width: int, thickness: int | None, font_scale: float | None):
+    """Box line thickness and font scale: the given ones, or proportional to the image."""
+    short_side = min(height, width)
+    if thickness is None:
+        thickness = max(MIN_THICKNESS, int(round(short_side / PIXELS_PER_THICKNESS)))
+    if font_scale is None:
+        font_scale = max(MIN_FONT_SCALE, short_side / PIXELS_PER_FONT_SCALE)
+    return int(thickness), float(font_scale)
+
+
+def _draw_box(canvas: np.ndarray, box: np.ndarray, text: str | None, color: Color,
+              thickness: int, font_scale: float) -> None:
+    """A rectangle at pixel corners ``box`` and, with ``text``, its label; in place."""
+    cv2.rectangle(canvas, (int(box[0]), int(box[1])), (int(box[2]), int(box[3])), color, thickness)
+    if text is not None:
+        _draw_label(canvas, text, box, color, font_scale)
+
+
+def draw_box(image: np.ndarray, box: Sequence[float], text: str | None = None,
+             color: Sequence[int] = (255, 255, 255), thickness: int | None = None,
+             font_scale: float | None = None) -> np.ndarray:
+    """One box (normalised corners) with an optional caption, drawn like a detection.
+
+    Args:
+        image: RGB uint8 ``(H, W, 3)``; not modified.
+        box: ``[xmin, ymin, xmax, ymax]`` normalised corners.
+        text: caption on a filled background of ``color`` at the box's top-left corner.
+        color: RGB colour.
+        thickness, font_scale: as in :func:`draw_detections`.
+
+    Returns:
+        A new RGB uint8 ``(H, W, 3)`` array.
+    """
+    image = _check_image(image, "draw_box")
+    canvas = np.array(image, dtype=np.uint8, order="C", copy=True)
+    height, width = image.shape[:2]
+    corners = np.asarray(box, dtype=np.float64).reshape(1, 4)
+    if not np.isfinite(corners).all():
+        raise ValueError(f"draw_box: the box must be finite, got {list(box)}")
+    pixels = _pixel_boxes(np.concatenate([np.zeros((1, 2)), corners], axis=1), width, height)[0]
+    _draw_box(canvas, pixels, text, tuple(int(c) for c in color),
+              *_line_sizes(height, width, thickness, font_scale))
     return canvas
 
 

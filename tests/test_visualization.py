@@ -368,3 +368,15 @@ class TestSaveImage:
     def test_bad_image_raises(self, tmp_path):
         with pytest.raises(ValueError, match="image"):
             vis.save_image(tmp_path / "x.png", np.zeros((8, 8, 3), np.float64))
+
+
+def test_draw_box_draws_one_captioned_box():
+    from ssd_keras.visualization import draw_box
+
+    image = np.zeros((300, 300, 3), np.uint8)
+    out = draw_box(image, [0.2, 0.3, 0.6, 0.7], "cat 0.9", color=(0, 255, 0))
+    assert (image == 0).all()
+    assert tuple(out[150, 60]) == (0, 255, 0) and tuple(out[150, 150]) == (0, 0, 0)
+    assert (out[80:89, 62:90] != 0).any()  # the caption above the box
+    with pytest.raises(ValueError, match="finite"):
+        draw_box(image, [0.1, np.nan, 0.2, 0.3])
