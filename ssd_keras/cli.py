@@ -23,6 +23,7 @@ __all__ = ["main", "import_tensorflow_quietly", "find_default_weights", "read_cl
            "load_detection_model"]
 
 DEFAULT_WEIGHTS_NAME = "weights_SSD300.hdf5"
+PER_IMAGE_LINES = 10  # detect prints a line per image up to this many, then a progress bar
 WEIGHTS_HELP = "see weights/README.md for where to get weights_SSD300.hdf5"
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -88,10 +89,25 @@ def _unique_output(out_dir: Path, image_path: Path, taken: set[str]) -> Path:
     return out_dir / name
 
 
+def _run_config(weights: Path) -> dict | None:
+    """The ``config.json`` of the training run that wrote ``weights`` (beside it, or one folder
+    up for ``checkpoints/``), if any."""
+    import json
+
+    for folder in (weights.parent, weights.parent.parent):
+        candidate = folder / "config.json"
+        if candidate.is_file():
+            config = json.loads(candidate.read_text())
+            if {"classes", "width_multiplier", "input_shape"} <= config.keys():
+                return {**config, "path": str(candidate)}
+    return None
+
+
 def load_detection_model(weights: str | None, classes: str = "voc"):
     """The model the entry points detect with, saying on stderr/stdout which one it is.
 
-    ``weights`` given: SSD300 for ``classes`` with those weights. Otherwise the VOC weights
+    ``weights`` given: SSD300 for ``classes`` with those weights (weights of a training run,
+    with the default classes: the model its ``config.json`` describes). Otherwise the VOC weights
     (``weights/weights_SSD300.hdf5``) when present; else, with the default classes, the
     embedded shapes demo model; else an untrained SSD300, with a warning.
 
@@ -110,6 +126,14 @@ def load_detection_model(weights: str | None, classes: str = "voc"):
         print(f"no VOC weights found ({WEIGHTS_HELP}): using the embedded shapes model "
               f"{DEMO_WEIGHTS.name} (classes: {', '.join(class_names)})", file=sys.stderr)
         return model, class_names
+    run_config = _run_config(path) if path is not None and classes.lower() == "voc" else None
+    if run_config is not None:  # weights of a training run: its config.json rebuilds the model
+        model = SSD300(tuple(run_config["input_shape"]), num_classes=len(run_config["classes"]) + 1,
+                       width_multiplier=run_config["width_multiplier"])
+        report = load_weights(model, path)
+        print(f"weights: {path} ({len(report.loaded)} layers loaded; model from "
+              f"{run_config['path']})")
+        return model, list(run_config["classes"])
     class_names = read_class_names(classes)
     if path is None:
         import keras
@@ -127,8 +151,33 @@ def load_detection_model(weights: str | None, classes: str = "voc"):
     return model, class_names
 
 
+def expand_image_arguments(arguments: Sequence[str]) -> list[Path]:
+    """Files as given, folders as the image files in them (sorted, not recursive), glob
+    patterns as their matches (sorted). A folder or pattern that matches nothing raises."""
+    import glob
+
+    from .data.csv_tools import IMAGE_EXTENSIONS
+
+    paths = []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            found = sorted(p for p in Path(argument).iterdir()
+                           if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif glob.has_magic(argument):
+            found = [Path(p) for p in sorted(glob.glob(argument)) if os.path.isfile(p)]
+        else:
+            found = [Path(argument)]  # a missing file is reported when it is loaded
+        if not found:
+            raise FileNotFoundError(f"no image files in {argument}")
+        paths += found
+    return paths
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     import_tensorflow_quietly()
+    import json
+
+    import keras
     import numpy as np
 
     from .image import load_image
@@ -136,12 +185,14 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from .ssd_utils import BBoxUtility
     from .visualization import draw_detections, save_image, to_pixels
 
+    paths = expand_image_arguments(args.images)
     model, class_names = load_detection_model(args.weights, args.classes)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     bbox_util = BBoxUtility(len(class_names) + 1, nms_thresh=args.nms_thresh)
-    failures, rows, taken = 0, [], set()
-    for path in map(Path, args.images):
+    failures, rows, records, taken = 0, [], [], set()
+    progress = keras.utils.Progbar(len(paths)) if len(paths) > PER_IMAGE_LINES else None
+    for k, path in enumerate(paths):
         try:
             image = load_image(path)
         except (OSError, ValueError) as err:
@@ -152,18 +203,28 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         height, width = image.shape[:2]
         out_path = _unique_output(out_dir, path, taken)
         save_image(out_path, draw_detections(image, detections, class_names))
+        found = []
         for label, score, *box in detections:
-            xmin, ymin, xmax, ymax = to_pixels(np.asarray([box]), width, height)[0]
-            rows.append([str(path), class_names[int(label) - 1], f"{score:.4f}",
-                         f"{xmin:.1f}", f"{ymin:.1f}", f"{xmax:.1f}", f"{ymax:.1f}"])
-        print(f"{path}: {len(detections)} detections -> {out_path}")
+            pixels = [round(float(v), 1) for v in to_pixels(np.asarray([box]), width, height)[0]]
+            found.append({"class_name": class_names[int(label) - 1], "score": round(float(score), 4),
+                          "box": pixels})
+            rows.append([str(path), found[-1]["class_name"], f"{score:.4f}",
+                         *(f"{v:.1f}" for v in pixels)])
+        records.append({"image_path": str(path), "width": width, "height": height,
+                        "annotated": str(out_path), "detections": found})
+        if progress is None:
+            print(f"{path}: {len(detections)} detections -> {out_path}")
+        else:
+            progress.update(k + 1)
 
     csv_path = out_dir / "detections.csv"
     with open(csv_path, "w", newline="", encoding="utf8") as f:
         writer = csv.writer(f)
         writer.writerow(["image_path", "class_name", "score", "xmin", "ymin", "xmax", "ymax"])
         writer.writerows(rows)
-    print(f"{len(rows)} detections in {len(args.images) - failures} images -> {csv_path}")
+    (out_dir / "detections.json").write_text(json.dumps(records, indent=1) + "\n")
+    print(f"{len(rows)} detections in {len(paths) - failures} images -> {csv_path} and "
+          f"detections.json")
     return 1 if failures else 0
 
 
@@ -481,6 +542,28 @@ def _add_csv_parser(commands) -> None:
     tools.set_defaults(func=_cmd_csv)
 
 
+EXAMPLES = {
+    "detect": ["python -m ssd_keras detect photo.jpg photos/ 'more/*.png' --out detections",
+               "python -m ssd_keras detect scene.png --weights runs/mine/final.weights.h5 "
+               "--conf-thresh 0.5   # the run's config.json gives classes and width"],
+    "train": ["python -m ssd_keras train --csv train.csv --val-csv val.csv --out runs/mine "
+              "--epochs 30 --seed 0",
+              "python -m ssd_keras train --csv train.csv --out runs/ft "
+              "--weights weights/weights_SSD300.hdf5 --freeze original --lr-decay 0.9"],
+    "evaluate": ["python -m ssd_keras evaluate --csv test.csv --weights "
+                 "runs/mine/final.weights.h5 --plot pr.png --json results.json"],
+    "demo": ["python -m ssd_keras demo --out demo_output"],
+    "gradcam": ["python -m ssd_keras gradcam photo.jpg --top 3 --out gradcam_output",
+                "python -m ssd_keras gradcam photo.jpg --method guided-gradcam --layer conv4_3"],
+    "csv": ["python -m ssd_keras csv voc VOC2007/Annotations VOC2007/JPEGImages train.csv",
+            "python -m ssd_keras csv folders marks/ marks.csv",
+            "python -m ssd_keras csv images photos/ photos.csv"],
+    "marknet": ["python -m ssd_keras marknet train --csv marks.csv --out runs/marks",
+                "python -m ssd_keras marknet explain mug.jpg --weights "
+                "runs/marks/final.weights.h5 --out explain"],
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ssd_keras",
                                      description="SSD300 object detection in Keras 3.")
@@ -489,7 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
         "detect", help="detect objects in images",
         description="Run SSD300 on images; write one annotated PNG per image and "
                     "detections.csv (image, class, score, pixel box) to --out.")
-    detect.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    detect.add_argument("images", nargs="+", metavar="IMAGE",
+                        help="image files, folders of images or glob patterns")
     detect.add_argument("--weights", metavar="PATH",
                         help=f"weights file (.h5/.hdf5 legacy, .weights.h5, .keras); default "
                              f"weights/{DEFAULT_WEIGHTS_NAME} when present")
@@ -508,6 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_parser(commands)
     _add_gradcam_parser(commands)
     _add_csv_parser(commands)
+    for name, command in commands.choices.items():
+        if name in EXAMPLES:
+            command.epilog = "examples:\n" + "\n".join(f"  {e}" for e in EXAMPLES[name])
+            command.formatter_class = argparse.RawDescriptionHelpFormatter
     return parser
 
 

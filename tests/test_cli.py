@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
+from pathlib import Path
 import sys
 
 import cv2
@@ -174,3 +176,37 @@ def test_gradcam_command_writes_one_picture_per_detection_and_a_grid(
     picture = cv2.imread(str(out / f"hopper_0_{method}.png"))
     assert picture.shape[:2] == load_image(image_file).shape[:2]
     assert "prior" in capsys.readouterr().out
+
+
+def test_detect_takes_folders_and_globs_and_writes_json(cat_everywhere, sample_image, tmp_path):
+    weights, _ = cat_everywhere
+    folder = tmp_path / "photos"
+    for name in ("a.jpg", "b.png"):
+        save_image(folder / name, sample_image[::4, ::4])
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    status = cli.main(["detect", str(folder), str(folder / "*.png"), "--weights", str(weights),
+                       "--out", str(out)])
+    assert status == 0
+    records = json.loads((out / "detections.json").read_text())
+    assert [Path(r["image_path"]).name for r in records] == ["a.jpg", "b.png", "b.png"]
+    assert records[0]["detections"][0]["class_name"] == "cat"
+    assert len(records[0]["detections"]) == 200
+    assert sorted(p.name for p in out.glob("*.png")) == ["a.png", "b.png", "b_2.png"]
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        cli.expand_image_arguments([str(tmp_path / "nothing*.jpg")])
+
+
+def test_detect_rebuilds_a_training_run_model_from_its_config(sample_image, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    SSD300(num_classes=3, width_multiplier=0.125).save_weights(run / "final.weights.h5")
+    (run / "config.json").write_text(json.dumps(
+        {"classes": ["blue", "red"], "width_multiplier": 0.125, "input_shape": [300, 300, 3]}))
+    image = tmp_path / "x.png"
+    save_image(image, sample_image)
+    assert cli.main(["detect", str(image), "--weights", str(run / "final.weights.h5"),
+                     "--out", str(tmp_path / "out"), "--conf-thresh", "0.0"]) == 0
+    assert "model from" in capsys.readouterr().out
+    names = {r[1] for r in read_rows(tmp_path / "out" / "detections.csv")[1:]}
+    assert names <= {"blue", "red"} and names
