@@ -32,6 +32,11 @@ _EXPORTS = {
     "guided_grad_cam": "gradcam",
     "explain_detections": "gradcam",
     "overlay": "gradcam",
+    "MarkNet": "marknet",
+    "marknet_preprocess": "marknet",
+    "load_marknet": "marknet",
+    "explain_marks": "marknet",
+    "evaluate_marknet": "marknet",
     "LoadReport": "weights",
     "WeightsFileError": "weights",
     "load_image": "image",
@@ -50,6 +55,7 @@ __all__ = [
     "GradCAM",
     "ImageLoadError",
     "LoadReport",
+    "MarkNet",
     "MultiboxLoss",
     "Normalize",
     "PriorBox",
@@ -60,13 +66,17 @@ __all__ = [
     "detect",
     "draw_detections",
     "evaluate_detections",
+    "evaluate_marknet",
     "evaluate_model",
+    "explain_marks",
     "explain_detections",
     "guided_backprop",
     "guided_grad_cam",
     "load_demo_model",
     "load_image",
+    "load_marknet",
     "load_weights",
+    "marknet_preprocess",
     "overlay",
     "overlay_heatmap",
     "plot_detections",
@@ -83,6 +93,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .evaluation import evaluate_detections, evaluate_model
     from .gradcam import GradCAM, explain_detections, guided_backprop, guided_grad_cam, overlay
     from .image import ImageLoadError, load_image, preprocess_input
+    from .marknet import MarkNet, evaluate_marknet, explain_marks, load_marknet, marknet_preprocess
     from .ssd import SSD300, VOC_CLASSES, detect, prior_boxes, with_detection_output
     from .ssd_layers import Normalize, PriorBox
     from .ssd_training import MultiboxLoss
