@@ -25,6 +25,8 @@ bench: $(STAMP)
 	$(PY) bench/bench_forward.py
 	$(PY) bench/bench_bbox.py
 	$(PY) bench/bench_data.py
+	$(PY) bench/bench_gradcam.py
+	$(PY) bench/bench_video.py
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info .pytest_cache .hypothesis

@@ -1,0 +1,185 @@
+"""Video pipeline speed: end-to-end frames/s of ``VideoTest`` against the model alone.
+
+What is measured (notebooks and video issue), on the CPU that runs the script:
+
+1. A generated video file (``mp4v``, 640x480, synthetic shape scenes from
+   ``ssd_keras.data.make_scene`` resized to 640x480) is written to a temporary folder.
+2. Model only: the frames, already resized and ``preprocess_input``-ed in memory, through the
+   same forward pass ``VideoTest`` uses (its ``tf.function``, batches of 4): frames/s.
+3. End to end: ``VideoTest.run(video, display=False)`` over the whole file (reading and
+   decoding the video, resizing, preprocessing, the model, ``detection_out`` at 0.6, drawing,
+   the FPS counter), and the same with ``output=`` (writing the annotated ``mp4v`` video).
+4. Target: end-to-end frames/s >= 0.85x the model-only frames/s (best runs compared; medians
+   reported too), for each model:
+
+   - ``SSD300`` full width, 21 classes (the VOC configuration; the VOC weights when present at
+     ``weights/weights_SSD300.hdf5``, else an untrained network, which is as fast);
+   - the demo configuration: width 0.25, the 4 shape classes (the embedded demo model when its
+     files are present, else an untrained one of the same shape whose background logits are
+     raised by ``BACKGROUND_BIAS``: untrained, about 200 priors a frame score above 0.6 for
+     some shape, and drawing 200 boxes a frame is not what a trained model costs; with the
+     bias a few do, as with a trained model).
+
+The cases alternate (model only, end to end, with output) for ``--runs`` rounds so that a
+busy moment of this shared machine hits all of them alike; each is warmed up first.
+
+Run ``python bench/bench_video.py [--runs N] [--json PATH]`` (``make bench`` does).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_forward import bench_main, machine, measure
+
+from ssd_keras.cli import find_default_weights, import_tensorflow_quietly
+
+import_tensorflow_quietly()
+
+import cv2  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from ssd_keras.data.synthetic import SHAPE_CLASSES, make_scene  # noqa: E402
+from ssd_keras.demo import DEMO_WEIGHTS, load_demo_model  # noqa: E402
+from ssd_keras.image import preprocess_input, resize_image  # noqa: E402
+from ssd_keras.ssd import SSD300, VOC_CLASSES  # noqa: E402
+from ssd_keras.weights import load_weights  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testing_utils"))
+from videotest import VideoTest  # noqa: E402
+
+FRAME_SIZE = (640, 480)  # width, height
+FRAMES = {"SSD300 (VOC configuration)": 24, "demo configuration (width 0.25)": 96}
+BATCH = 4
+CONF_THRESH = 0.6
+TARGET_RATIO = 0.85
+BACKGROUND_BIAS = 7.0  # ~6 detections >= 0.6 per frame for the untrained demo configuration
+
+
+def write_video(path: Path, count: int) -> list[np.ndarray]:
+    """Writes ``count`` 640x480 scenes as an mp4v video; returns the frames as read back (RGB)."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25.0, FRAME_SIZE)
+    for i in range(count):
+        scene = make_scene(np.random.default_rng([7, i]), size=480)[0]
+        writer.write(cv2.cvtColor(cv2.resize(scene, FRAME_SIZE), cv2.COLOR_RGB2BGR))
+    writer.release()
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
+    capture.release()
+    if len(frames) != count:
+        raise RuntimeError(f"wrote {count} frames to {path} but read back {len(frames)}")
+    return frames
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def raise_background(model: keras.Model, bias: float) -> None:
+    """Adds ``bias`` to the background logit of every prior (the confidence heads' biases)."""
+    num_classes = model.output_shape[-1] - 12
+    for layer in model.layers:
+        if "_mbox_conf" in layer.name and layer.weights:
+            kernel, biases = layer.get_weights()
+            biases.reshape(-1, num_classes)[:, 0] += bias
+            layer.set_weights([kernel, biases])
+
+
+def models() -> dict[str, tuple[keras.Model, list[str], str]]:
+    keras.utils.set_random_seed(0)
+    voc = SSD300((300, 300, 3), num_classes=len(VOC_CLASSES) + 1)
+    weights = find_default_weights()
+    if weights is not None:
+        load_weights(voc, weights)
+    voc_name = f"weights {weights.name}" if weights else "untrained"
+    if DEMO_WEIGHTS.is_file():
+        demo, demo_classes = load_demo_model()
+        demo_name = f"weights {DEMO_WEIGHTS.name}"
+    else:
+        demo_classes = list(SHAPE_CLASSES)
+        keras.utils.set_random_seed(0)  # BACKGROUND_BIAS was chosen for this initialisation
+        demo = SSD300((300, 300, 3), num_classes=len(demo_classes) + 1, width_multiplier=0.25)
+        raise_background(demo, BACKGROUND_BIAS)
+        demo_name = f"untrained, background logits +{BACKGROUND_BIAS:g}"
+    names = list(FRAMES)
+    return {names[0]: (voc, list(VOC_CLASSES), voc_name), names[1]: (demo, demo_classes, demo_name)}
+
+
+def time_case(model: keras.Model, class_names: list[str], count: int, folder: Path, runs: int) -> dict:
+    """Model-only and end-to-end frames/s of one model on a video of ``count`` frames."""
+    video = folder / f"video_{count}.mp4"
+    frames = write_video(video, count)
+    vt = VideoTest(class_names, model, batch_size=BATCH)
+    inputs = preprocess_input(np.stack([resize_image(f, vt.input_shape) for f in frames]))
+    summaries = []
+
+    def model_only():
+        for start in range(0, count, BATCH):
+            vt.predict(inputs[start:start + BATCH])
+
+    def end_to_end(output=None):
+        summary = vt.run(video, conf_thresh=CONF_THRESH, display=False, output=output)
+        assert summary.frames == count, summary
+        summaries.append(summary)
+
+    cases = {"model only": model_only, "end to end": end_to_end,
+             "end to end, writing the video": lambda: end_to_end(folder / "out.mp4")}
+    seconds = {name: measure(fn, 1) for name, fn in cases.items()}  # each warmed up first
+    for _ in range(runs - 1):
+        for name, fn in cases.items():
+            seconds[name].append(timed(fn))
+    return {"frames": count,
+            "fps": {name: {"best": count / min(s), "median": count / statistics.median(s)}
+                    for name, s in seconds.items()},
+            "in-pipeline model fps (median)": statistics.median(s.model_fps for s in summaries),
+            "detections per frame": summaries[0].detections / count}
+
+
+def run(runs: int) -> dict:
+    results = {"machine": machine(), "runs": runs, "load_average": os.getloadavg(), "cases": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        for case, (model, class_names, weights) in models().items():
+            results["cases"][case] = {"weights": weights,
+                                      **time_case(model, class_names, FRAMES[case], Path(tmp), runs)}
+    return results
+
+
+def report(r: dict) -> str:
+    m = r["machine"]
+    load = ", ".join(f"{v:.2f}" for v in r["load_average"])
+    lines = [f"Machine: {m['cpu']}, {m['cores']} cores; TensorFlow {m['tensorflow']}; {m['date']}; "
+             f"{r['runs']} timed runs per case (alternating); load average at start: {load}.", "",
+             "| model | frames | case | FPS best | FPS median | / model only (best, median) |",
+             "|---|---:|---|---:|---:|---:|"]
+    verdicts = []
+    for case, c in r["cases"].items():
+        base = c["fps"]["model only"]
+        for name, fps in c["fps"].items():
+            lines.append(f"| {case}, {c['weights']} | {c['frames']} | {name} | {fps['best']:.2f} | "
+                         f"{fps['median']:.2f} | {fps['best'] / base['best']:.2f}, "
+                         f"{fps['median'] / base['median']:.2f} |")
+        ratio = c["fps"]["end to end"]["best"] / base["best"]
+        verdicts.append(f"{case}: end to end / model only = {ratio:.2f} (target >= {TARGET_RATIO}): "
+                        f"{'PASS' if ratio >= TARGET_RATIO else 'FAIL'}; the model inside the "
+                        f"pipeline ran at {c['in-pipeline model fps (median)']:.2f} FPS (median); "
+                        f"{c['detections per frame']:.1f} detections drawn per frame")
+    return "\n".join(lines + [""] + verdicts)
+
+
+def main(argv: list[str] | None = None) -> None:
+    bench_main(__doc__.splitlines()[0], run, report, argv)
+
+
+if __name__ == "__main__":
+    main()
