@@ -18,12 +18,10 @@ Run ``python bench/bench_gradcam.py [--runs N] [--json PATH]`` (``make bench`` m
 """
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import time
 
-from bench_forward import machine, measure
+from bench_forward import bench_main, machine, measure
 
 import numpy as np  # noqa: E402  (bench_forward imports TensorFlow quietly first)
 
@@ -81,18 +79,7 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parses ``--runs`` and ``--json``, runs the benchmark and prints the report."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per case (default 5)")
-    parser.add_argument("--json", metavar="PATH", help="also write the numbers as JSON here")
-    args = parser.parse_args(argv)
-    if args.runs < 1:
-        parser.error("--runs must be at least 1")
-    result = run(args.runs)
-    print(report(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    bench_main(__doc__.splitlines()[0], run, report, argv)
 
 
 if __name__ == "__main__":

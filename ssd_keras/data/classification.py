@@ -22,7 +22,6 @@ flips) with a random generator seeded by ``(seed, epoch, index)``, and scaled by
 from __future__ import annotations
 
 import csv
-import math
 import os
 import re
 from collections.abc import Sequence
@@ -30,7 +29,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import cv2
-import keras
 import numpy as np
 
 from ..image import load_image, resize_image
@@ -38,6 +36,7 @@ from ..marknet import marknet_preprocess
 from .annotations import AnnotationError, _probe_images, read_class_list
 from .augment import color_jitter
 from .csv_tools import CLASSES_FILENAME, CLASSIFICATION_COLUMNS
+from .generator import SeededBatches
 
 __all__ = [
     "ClassificationAugmentation",
@@ -269,7 +268,7 @@ def augment_classification(
 # batches
 
 
-class ClassificationGenerator(keras.utils.PyDataset):
+class ClassificationGenerator(SeededBatches):
     """Batches ``(x, y)`` for ``model.fit`` from a classification CSV.
 
     Args:
@@ -298,27 +297,12 @@ class ClassificationGenerator(keras.utils.PyDataset):
                  shuffle: bool = True, seed: int | None = None,
                  augment: ClassificationAugmentation | None = None, **pydataset_kwargs: Any) -> None:
         super().__init__(**pydataset_kwargs)
-        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        self.records, self.class_names = read_classification_csv(csv_path, classes)
+        records, self.class_names = read_classification_csv(csv_path, classes)
+        self._setup(records, batch_size, train, shuffle, seed)
         self.labels = np.array([record["label"] for record in self.records], dtype=np.int32)
         self.csv_path = os.fspath(csv_path)
-        self.batch_size = int(batch_size)
         self.image_size = tuple(int(v) for v in image_size)
-        self.train = bool(train)
-        self.shuffle = bool(shuffle) and self.train
         self.augmentation = (augment or ClassificationAugmentation()) if self.train else None
-        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.records) / self.batch_size)
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The example indices of an epoch, in the order batches take them."""
-        if not self.shuffle:
-            return np.arange(len(self.records))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.records))
 
     def load_example(self, index: int, epoch: int = 0) -> tuple[np.ndarray, int]:
         """Example ``index`` of epoch ``epoch``: its image ``(height, width, 3)`` float32 RGB in
@@ -329,14 +313,6 @@ class ClassificationGenerator(keras.utils.PyDataset):
 
     def load_batch(self, batch: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``batch`` of epoch ``epoch``: ``(x, y)`` as described in the class."""
-        indices = self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+        indices = self.batch_indices(batch, epoch)
         images = np.stack([self.load_example(int(i), epoch)[0] for i in indices])
         return marknet_preprocess(images), self.labels[indices]
-
-    def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        if not 0 <= batch < len(self):
-            raise IndexError(f"batch {batch} out of range for {len(self)} batches")
-        return self.load_batch(batch, self.epoch)
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1

@@ -20,10 +20,51 @@ from ..ssd_utils import BBoxUtility
 from .annotations import read_annotations
 from .augment import Augmentation, augment
 
-__all__ = ["CSVGenerator", "make_dataset"]
+__all__ = ["CSVGenerator", "SeededBatches", "make_dataset"]
 
 
-class CSVGenerator(keras.utils.PyDataset):
+class SeededBatches(keras.utils.PyDataset):
+    """What the detection and classification generators share: batches over ``self.records``
+    in an order drawn from ``(seed, epoch)``, so that a seeded run repeats exactly whatever the
+    number of workers. Subclasses call :meth:`_setup` and implement :meth:`load_batch`."""
+
+    def _setup(self, records: list, batch_size: int, train: bool, shuffle: bool,
+               seed: int | None) -> None:
+        if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.records = records
+        self.batch_size = int(batch_size)
+        self.train = bool(train)
+        self.shuffle = bool(shuffle) and self.train
+        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.records) / self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The example indices of an epoch, in the order batches take them."""
+        if not self.shuffle:
+            return np.arange(len(self.records))
+        return np.random.default_rng([self.seed, epoch]).permutation(len(self.records))
+
+    def batch_indices(self, batch: int, epoch: int) -> np.ndarray:
+        """The example indices of batch ``batch`` of epoch ``epoch``."""
+        return self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+
+    def load_batch(self, batch: int, epoch: int):
+        raise NotImplementedError
+
+    def __getitem__(self, batch: int):
+        if not 0 <= batch < len(self):
+            raise IndexError(f"batch {batch} out of range for {len(self)} batches")
+        return self.load_batch(batch, self.epoch)
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+
+class CSVGenerator(SeededBatches):
     """Batches ``(x, y)`` for ``model.fit`` from an annotation CSV.
 
     Args:
@@ -51,9 +92,8 @@ class CSVGenerator(keras.utils.PyDataset):
                  shuffle: bool = True, augment: Augmentation | None = None,
                  seed: int | None = None, **pydataset_kwargs):
         super().__init__(**pydataset_kwargs)
-        if int(batch_size) != batch_size or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-        self.records, self.class_names = read_annotations(csv_path, classes)
+        records, self.class_names = read_annotations(csv_path, classes)
+        self._setup(records, batch_size, train, shuffle, seed)
         if not self.records:
             raise ValueError(f"{csv_path}: the annotation CSV lists no images")
         if bbox_util.priors is None:
@@ -67,24 +107,10 @@ class CSVGenerator(keras.utils.PyDataset):
                 f"num_classes={bbox_util.num_classes}")
         self.csv_path = os.fspath(csv_path)
         self.bbox_util = bbox_util
-        self.batch_size = int(batch_size)
         self.image_size = tuple(image_size)
-        self.train = bool(train)
-        self.shuffle = bool(shuffle) and self.train
         self.augmentation = (augment or Augmentation()) if self.train else None
-        self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
-        self.epoch = 0
         self._dataset_epoch = 0
         self._one_hot = np.eye(len(self.class_names) + 1, dtype=np.float64)[:, 1:]
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.records) / self.batch_size)
-
-    def order(self, epoch: int) -> np.ndarray:
-        """The example indices of an epoch, in the order batches take them."""
-        if not self.shuffle:
-            return np.arange(len(self.records))
-        return np.random.default_rng([self.seed, epoch]).permutation(len(self.records))
 
     def load_example(self, index: int, epoch: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """One example: ``(image, targets)``, image ``(height, width, 3)`` float32 already
@@ -98,19 +124,11 @@ class CSVGenerator(keras.utils.PyDataset):
         targets = np.hstack([boxes, self._one_hot[record["labels"][kept]]])
         return preprocess_input(image), self.bbox_util.assign_boxes(targets)
 
-    def __getitem__(self, batch: int) -> tuple[np.ndarray, np.ndarray]:
-        if not 0 <= batch < len(self):
-            raise IndexError(f"batch {batch} out of range for {len(self)} batches")
-        return self.load_batch(batch, self.epoch)
-
     def load_batch(self, batch: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
         """Batch ``batch`` of epoch ``epoch``: ``(x, y)`` as described in the class."""
-        indices = self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
-        images, targets = zip(*(self.load_example(int(i), epoch) for i in indices))
+        images, targets = zip(*(self.load_example(int(i), epoch)
+                                for i in self.batch_indices(batch, epoch)))
         return np.stack(images), np.stack(targets)
-
-    def on_epoch_end(self) -> None:
-        self.epoch += 1
 
     def as_dataset(self, num_parallel_calls: int = tf.data.AUTOTUNE,
                    prefetch: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
