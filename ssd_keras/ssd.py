@@ -149,9 +149,9 @@ def SSD300(input_shape: Sequence[int] = (300, 300, 3), num_classes: int = 21,
 
     mbox_loc = layers.Concatenate(axis=1, name="mbox_loc")(locs)
     mbox_conf = layers.Concatenate(axis=1, name="mbox_conf")(confs)
-    mbox_priorbox = layers.Concatenate(axis=1, name="mbox_priorbox")(priors)
+    mbox_priorbox = layers.Concatenate(axis=1, name="mbox_priorbox", dtype="float32")(priors)
     num_boxes = mbox_loc.shape[-1] // 4
-    # The outputs stay float32 under a mixed-precision policy (softmax and box offsets).
+    # The outputs stay float32 under a mixed-precision policy (priors, softmax, box offsets).
     mbox_loc = layers.Reshape((num_boxes, 4), name="mbox_loc_final", dtype="float32")(mbox_loc)
     logits = layers.Reshape((num_boxes, num_classes), name="mbox_conf_logits",
                             dtype="float32")(mbox_conf)

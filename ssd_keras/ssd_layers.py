@@ -48,8 +48,12 @@ class Normalize(keras.layers.Layer):
         )
 
     def call(self, x):
-        squared = ops.sum(ops.square(x), axis=-1, keepdims=True)
-        return x * ops.rsqrt(ops.maximum(squared, L2_EPSILON)) * self.gamma
+        # In float32 even under a mixed-precision policy: a float16 sum of squares over 512
+        # channels overflows, and the epsilon underflows.
+        x32 = ops.cast(x, "float32")
+        squared = ops.sum(ops.square(x32), axis=-1, keepdims=True)
+        normalized = x32 * ops.rsqrt(ops.maximum(squared, L2_EPSILON))
+        return ops.cast(normalized * ops.cast(self.gamma, "float32"), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

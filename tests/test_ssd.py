@@ -183,3 +183,16 @@ def test_decoding_model_saves_and_exports(decoding_model, two_images, tmp_path):
     artifact = tf.saved_model.load(str(tmp_path / "saved"))  # keep it alive while serving
     served = artifact.serve(tf.constant(two_images))
     np.testing.assert_allclose(np.asarray(served), expected, atol=1e-5)
+
+
+def test_mixed_precision_keeps_outputs_float32_and_finite(two_images):
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = SSD300(width_multiplier=0.125)
+        assert model.get_layer("conv1_1").compute_dtype == "float16"
+        y = model.predict(two_images, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert y.dtype == np.float32 and np.isfinite(y).all()
+    np.testing.assert_allclose(y[..., 4:25].sum(-1), 1.0, atol=1e-3)
+    np.testing.assert_array_equal(y[0, :, -8:], prior_boxes(model))
