@@ -18,44 +18,9 @@ import numpy as np
 __all__ = ["DEMO_WEIGHTS", "DEMO_CONFIG", "DEMO_SEED", "load_demo_model", "run_demo",
            "sample_photo_path", "shapes_map"]
 
-WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
-DEMO_WEIGHTS = WEIGHTS_DIR / "ssd300_shapes.weights.h5"
-DEMO_CONFIG = WEIGHTS_DIR / "ssd300_shapes.json"
+from .models import DEMO_CONFIG, DEMO_WEIGHTS, find_default_weights, load_demo_model  # noqa: E402,F401
 DEMO_SEED = 20261124  # scenes of this seed were never used in training or validation
 DRAW_THRESHOLD = 0.5
-
-
-def load_demo_model(weights: str | os.PathLike | None = None,
-                    config: str | os.PathLike | None = None) -> tuple[keras.Model, list[str]]:
-    """Rebuilds the embedded demo model.
-
-    Args:
-        weights: the ``.weights.h5`` file (default: ``weights/ssd300_shapes.weights.h5``).
-        config: the run's ``config.json`` (default: ``weights/ssd300_shapes.json``).
-
-    Returns:
-        ``(model, class_names)``: an ``SSD300`` ready for ``predict`` (input 300x300,
-        ``preprocess_input``-ed) and its class names without background.
-
-    Raises:
-        FileNotFoundError: a file is missing (a clone without the weights folder, or an
-            installed package: the demo weights live in the repository, not in the package).
-    """
-    from .ssd import SSD300
-    from .weights import load_weights
-
-    weights = Path(weights or DEMO_WEIGHTS)
-    config = Path(config or DEMO_CONFIG)
-    for path in (weights, config):
-        if not path.is_file():
-            raise FileNotFoundError(f"demo model file not found: {path} (it is part of the "
-                                    f"repository's weights/ folder)")
-    settings = json.loads(config.read_text())
-    class_names = list(settings["classes"])
-    model = SSD300(tuple(settings["input_shape"]), num_classes=len(class_names) + 1,
-                   width_multiplier=settings["width_multiplier"])
-    load_weights(model, weights)
-    return model, class_names
 
 
 def sample_photo_path() -> str:
@@ -90,7 +55,6 @@ def run_demo(out_dir: str | os.PathLike = "demo_output", weights: str | os.PathL
         ``{"model": description, "class_names", "images": [{"name", "detections",
         "picture", "gradcam"}], "mAP": float or None}``; pictures are PNG paths in ``out_dir``.
     """
-    from .cli import find_default_weights
     from .data.synthetic import make_scene
     from .gradcam import explain_detections, overlay
     from .image import load_image, preprocess_input, resize_image

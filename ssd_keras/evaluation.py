@@ -37,6 +37,7 @@ import numpy as np
 from .data.annotations import read_annotations
 from .image import load_image
 from .ssd import detect
+from .plots import class_name, plot_pr_curves  # noqa: F401  (plot_pr_curves: re-exported, its old home)
 from .ssd_utils import BBoxUtility, iou_matrix
 
 __all__ = [
@@ -332,48 +333,6 @@ def evaluate_model(model: keras.Model, csv_path: str | os.PathLike[str], bbox_ut
                             iou_threshold=iou_threshold, method=method)
 
 
-def _name(label: int, class_names: Sequence[str] | None) -> str:
-    return class_names[label - 1] if class_names and label <= len(class_names) else str(label)
-
-
-def plot_pr_curves(result: Mapping[str, Any], class_names: Sequence[str] | None = None,
-                   path: str | os.PathLike[str] | None = None):
-    """Precision/recall curves of the classes with ground truth, one line each.
-
-    Args:
-        result: the dict of :func:`evaluate_detections` or :func:`evaluate_model`.
-        class_names: names without background; default ``result["class_names"]``, else labels.
-        path: write the figure there as a PNG (folders created) when given.
-
-    Returns:
-        A ``matplotlib.figure.Figure`` (no pyplot state is touched) with one axes: a line per
-        class with ground truth, labelled ``"name (AP 0.xxx)"``, titled with the mAP.
-    """
-    from matplotlib.figure import Figure
-
-    if class_names is None:
-        class_names = result.get("class_names")
-    evaluated = [(label, c) for label, c in result["classes"].items() if c["num_gt"]]
-    figure = Figure(figsize=(7, 5))
-    axes = figure.subplots()
-    for label, c in evaluated:
-        axes.plot(c["recall"], c["precision"], label=f"{_name(label, class_names)} (AP {c['ap']:.3f})")
-    axes.set_xlim(0.0, 1.0)
-    axes.set_ylim(0.0, 1.05)
-    axes.set_xlabel("recall")
-    axes.set_ylabel("precision")
-    axes.set_title(f"mAP {result['mAP']:.4f} ({result.get('method', '?')}, "
-                   f"IoU >= {result.get('iou_threshold', float('nan')):g})")
-    axes.grid(alpha=0.3)
-    if evaluated:
-        axes.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
-    figure.tight_layout()
-    if path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        figure.savefig(path, dpi=100, format="png")
-    return figure
-
-
 def format_results(result: Mapping[str, Any], class_names: Sequence[str] | None = None) -> str:
     """A text table: one line per class (name, AP, #gt, #detections), then the mAP.
 
@@ -388,7 +347,7 @@ def format_results(result: Mapping[str, Any], class_names: Sequence[str] | None 
     """
     if class_names is None:
         class_names = result.get("class_names")
-    names = {label: _name(label, class_names) for label in result["classes"]}
+    names = {label: class_name(label, class_names) for label in result["classes"]}
     width = max([len("class"), *map(len, names.values())])
     lines = [f"{'class':<{width}}  {'AP':>6}  {'#gt':>6}  {'#det':>7}"]
     for label, c in result["classes"].items():
@@ -429,7 +388,7 @@ def save_results_json(result: Mapping[str, Any], path: str | os.PathLike[str],
     if class_names is None:
         class_names = result.get("class_names")
     data = dict(result)
-    data["classes"] = {label: {"name": _name(label, class_names), **c} for label, c in result["classes"].items()}
+    data["classes"] = {label: {"name": class_name(label, class_names), **c} for label, c in result["classes"].items()}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w", encoding="utf8") as file:
         json.dump(_jsonable(data), file, allow_nan=False)

@@ -20,7 +20,7 @@ Example::
     rows = detect(model, [rgb], return_indices=True)[0]
     x = preprocess_input(resize_image(rgb, (300, 300)))
     for item in explain_detections(model, x, rows, VOC_CLASSES, top=3):
-        picture = overlay(rgb, item["map"], box=item["detection"][2:6], label=item["label"])
+        picture = overlay(rgb, item["map"], box=item["detection"][layout.BOX], label=item["label"])
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ import numpy as np
 import tensorflow as tf
 
 from .ssd import HEADS
-from .visualization import draw_box, label_text, overlay_heatmap
+from . import layout
+from .visualization import gradient_image, label_text, overlay  # noqa: F401  (overlay, gradient_image: re-exported)
 
 __all__ = ["GradCAM", "guided_backprop", "guided_grad_cam", "guided_relu", "explain_detections", "overlay",
            "gradient_image", "METHODS"]
@@ -43,17 +44,8 @@ __all__ = ["GradCAM", "guided_backprop", "guided_grad_cam", "guided_relu", "expl
 LOGITS_LAYER = "mbox_conf_logits"
 #: Suffix of the PriorBox layer of a head: ``<source>_mbox_priorbox``.
 PRIORBOX_SUFFIX = "_mbox_priorbox"
-#: Columns of SSD predictions before the class scores (box offsets).
-LOC_COLUMNS = 4
-#: Columns of SSD predictions after the class scores (prior corners and variances).
-PRIOR_COLUMNS = 8
-#: Column of a detection row that holds the prior index (``return_indices=True``).
-PRIOR_INDEX_COLUMN = 6
 #: Methods of :func:`explain_detections`.
 METHODS = ("gradcam", "guided", "guided-gradcam")
-#: Contrast of :func:`gradient_image`: standard deviations mapped onto half the grey range.
-GRADIENT_IMAGE_SPREAD = 0.15
-WHITE = (255, 255, 255)
 
 
 # --------------------------------------------------------------------------- #
@@ -134,7 +126,7 @@ class _Target:
 
     def _init_ssd(self, output: Any) -> None:
         model = self.model
-        self.num_classes = int(output.shape[-1]) - LOC_COLUMNS - PRIOR_COLUMNS
+        self.num_classes = layout.class_count(output.shape[-1])
         self.num_priors = int(output.shape[1])
         names = {layer.name for layer in model.layers}
         missing = [h.source + PRIORBOX_SUFFIX for h in HEADS if h.source + PRIORBOX_SUFFIX not in names]
@@ -189,7 +181,7 @@ class _Target:
                     raise ValueError(f"model {self.model.name!r} has no layer {LOGITS_LAYER!r}; pass "
                                      f"use_logits=False to explain the probabilities")
                 return tf.cast(outputs[1], tf.float32)
-            return tf.cast(outputs[0][..., LOC_COLUMNS:LOC_COLUMNS + self.num_classes], tf.float32)
+            return tf.cast(layout.confidences(outputs[0], self.num_classes), tf.float32)
         if not use_logits or self._logits is None:
             return tf.cast(outputs[0], tf.float32)
         logits = outputs[1]
@@ -350,7 +342,7 @@ class GradCAM:
     Example::
 
         cam = GradCAM(model)
-        maps = cam(x, class_index=rows[:, 0], prior_index=rows[:, 6])  # (N, 300, 300)
+        maps = cam(x, class_index=rows[:, layout.LABEL], prior_index=rows[:, layout.PRIOR_INDEX])  # (N, 300, 300)
     """
 
     def __init__(self, model: keras.Model, layer_name: str | None = None):
@@ -546,27 +538,6 @@ def guided_grad_cam(model: keras.Model, images: Any, class_index: Any, prior_ind
     return guided_backprop(model, images, class_index, prior_index) * maps[..., None]
 
 
-def gradient_image(gradient: np.ndarray, bgr: bool = False) -> np.ndarray:
-    """A picture of an input gradient ``(H, W, C)`` (guided backprop): uint8, mid-grey at zero.
-
-    Each value becomes ``0.5 + 0.15 * (g - mean) / std`` of the range, clipped.
-
-    Args:
-        gradient: ``(H, W, C)`` float.
-        bgr: the channels are BGR (SSD inputs): reverse them to RGB.
-
-    Returns:
-        ``(H, W, C)`` uint8.
-    """
-    g = np.asarray(gradient, dtype=np.float64)
-    if g.ndim != 3:
-        raise ValueError(f"gradient must be (H, W, C), got shape {g.shape}")
-    std = g.std()
-    g = 0.5 + GRADIENT_IMAGE_SPREAD * (g - g.mean()) / (std if std > 0 else 1.0)
-    picture = np.rint(255.0 * np.clip(g, 0.0, 1.0)).astype(np.uint8)
-    return np.ascontiguousarray(picture[..., ::-1]) if bgr else picture
-
-
 # --------------------------------------------------------------------------- #
 # Detections and pictures
 # --------------------------------------------------------------------------- #
@@ -595,17 +566,17 @@ def explain_detections(model: keras.Model, image: np.ndarray, detections: np.nda
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     rows = np.asarray(detections, dtype=np.float64)
-    if rows.ndim != 2 or rows.shape[1] != PRIOR_INDEX_COLUMN + 1:
+    if rows.ndim != 2 or rows.shape[1] != layout.DETECTION_COLUMNS_WITH_INDEX:
         raise ValueError(f"detections must be (k, 7) rows with the prior index in the last column "
                          f"(detection_out(..., return_indices=True)), got shape {rows.shape}")
     if int(top) != top or top < 0:
         raise ValueError(f"top must be a non-negative integer, got {top}")
-    rows = rows[np.argsort(-rows[:, 1], kind="stable")][:int(top)]
+    rows = rows[np.argsort(-rows[:, layout.CONFIDENCE], kind="stable")][:int(top)]
     if len(rows) == 0:
         return []
     images = np.repeat(np.asarray(image, dtype=np.float32)[None], len(rows), axis=0)
-    classes, priors = rows[:, 0], rows[:, PRIOR_INDEX_COLUMN]
-    boxes = rows[:, 2:6] if mask_box else None
+    classes, priors = rows[:, layout.LABEL], rows[:, layout.PRIOR_INDEX]
+    boxes = rows[:, layout.BOX] if mask_box else None
     if method == "gradcam":
         maps = GradCAM(model)(images, classes, priors, box=boxes)
     elif method == "guided":
@@ -615,29 +586,3 @@ def explain_detections(model: keras.Model, image: np.ndarray, detections: np.nda
     names = list(class_names) if class_names is not None else []
     return [{"detection": row, "map": heat, "label": label_text(row[0], row[1], names)}
             for row, heat in zip(rows, maps)]
-
-
-def overlay(image: np.ndarray, heatmap: np.ndarray, box: Sequence[float] | None = None,
-            label: str | None = None, alpha: float = 0.4,
-            color: Sequence[int] = WHITE) -> np.ndarray:
-    """A heatmap over a picture (JET colormap), with an optional box and caption.
-
-    Args:
-        image: RGB uint8 ``(H, W, 3)`` (the original picture, any size); not modified.
-        heatmap: ``(h, w)`` in [0, 1], resized bilinearly to the picture.
-        box: normalised corners ``[xmin, ymin, xmax, ymax]`` drawn as a rectangle.
-        label: caption drawn at the box's top-left corner (needs ``box``).
-        alpha: heatmap opacity in [0, 1].
-        color: RGB colour of the box and the caption's background.
-
-    Returns:
-        A new RGB uint8 ``(H, W, 3)`` picture, for :func:`ssd_keras.visualization.save_image` or
-        ``plt.imshow``.
-    """
-    canvas = overlay_heatmap(image, heatmap, alpha=alpha)
-    if box is None:
-        if label is not None:
-            raise ValueError("overlay: a label is drawn at its box; pass box too")
-        return canvas
-    corners = _box_array(box, 1)[0]
-    return draw_box(canvas, corners, label, color)

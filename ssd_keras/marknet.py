@@ -46,6 +46,7 @@ import keras
 import numpy as np
 
 from .gradcam import GradCAM, guided_backprop
+from .plots import plot_confusion_matrix  # noqa: F401  (re-exported: its old home)
 from .image import CAFFE_MEAN_BGR, _as_numeric, _check_channels_last, resize_image
 from .weights import load_weights
 
@@ -449,42 +450,6 @@ def format_classification_report(result: dict[str, Any]) -> str:
     correct = int(np.trace(result["confusion"]))
     lines.append(f"accuracy: {result['accuracy']:.4f} ({correct}/{result['num_images']})")
     return "\n".join(lines)
-
-
-def plot_confusion_matrix(result: dict[str, Any], path: str | os.PathLike[str] | None = None):
-    """The confusion matrix as a picture: counts in the cells, shaded by the fraction of the row.
-
-    Args:
-        result: the dict of :func:`classification_metrics` or :func:`evaluate_marknet`.
-        path: write the figure there as a PNG (folders created) when given.
-
-    Returns:
-        A ``matplotlib.figure.Figure`` (no pyplot state is touched).
-    """
-    from matplotlib.figure import Figure
-
-    confusion = np.asarray(result["confusion"])
-    names = result["class_names"]
-    rows = confusion.sum(axis=1, keepdims=True)
-    fractions = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
-    side = 2.5 + 0.6 * len(names)
-    figure = Figure(figsize=(side + 1.0, side))
-    axes = figure.subplots()
-    image = axes.imshow(fractions, cmap="Blues", vmin=0.0, vmax=1.0)
-    for (row, column), count in np.ndenumerate(confusion):
-        axes.text(column, row, str(count), ha="center", va="center",
-                  color="white" if fractions[row, column] > 0.5 else "black")
-    axes.set_xticks(range(len(names)), names, rotation=45, ha="right")
-    axes.set_yticks(range(len(names)), names)
-    axes.set_xlabel("predicted")
-    axes.set_ylabel("true")
-    axes.set_title(f"accuracy {result['accuracy']:.4f} ({result['num_images']} images)")
-    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="fraction of the true class")
-    figure.tight_layout()
-    if path is not None:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        figure.savefig(path, dpi=100, format="png")
-    return figure
 
 
 # --------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from .data.annotations import read_annotations
 from .data.generator import CSVGenerator
+from .plots import plot_history
 from .ssd import SSD300, prior_boxes
 from .ssd_training import MultiboxLoss
 from .ssd_utils import BBoxUtility
@@ -106,24 +107,7 @@ class _EpochHistory(keras.callbacks.Callback):
             writer.writeheader()
             writer.writerows(rows[e] for e in sorted(rows))
         os.replace(tmp, self.csv_path)
-        self._plot([rows[e] for e in sorted(rows)])
-
-    def _plot(self, rows):
-        from matplotlib.figure import Figure
-
-        figure = Figure(figsize=(6, 4))
-        axes = figure.subplots()
-        epochs = [int(r["epoch"]) + 1 for r in rows]
-        for key in ("loss", "val_loss"):
-            values = [float(r[key]) for r in rows if r.get(key)]
-            if len(values) == len(rows):
-                axes.plot(epochs, values, marker="o", label=key)
-        axes.set_xlabel("epoch")
-        axes.set_ylabel("MultiboxLoss")
-        axes.grid(alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
-        figure.savefig(self.plot_path, dpi=100)
+        plot_history([rows[e] for e in sorted(rows)], self.plot_path)
 
 
 class _StopOnNaN(keras.callbacks.Callback):

@@ -1,21 +1,18 @@
-"""Class palette and drawing of detections, labels, scores and heatmaps.
+"""Pictures as arrays: class palette, detections, captions, heatmaps, Grad-CAM overlays, tiles.
 
-This module is the one place in the project that turns detections into pictures:
+This module is the one place in the project that turns detections and maps into pictures, with
+OpenCV on arrays (:func:`draw_detections`, :func:`draw_box`, :func:`overlay_heatmap`,
+:func:`overlay`, :func:`gradient_image`, :func:`tile`, :func:`save_image`), for the CLI, the
+video, the demo and Grad-CAM. matplotlib figures (notebooks, PR curves) are in
+:mod:`ssd_keras.plots`.
 
-* OpenCV on arrays (:func:`draw_detections`, :func:`overlay_heatmap`,
-  :func:`save_image`) for the CLI, video and Grad-CAM overlays;
-* matplotlib (:func:`plot_detections`) for notebooks, imported lazily so that
-  the module works without matplotlib and never touches the global backend or
-  rcParams.
-
-Conventions (see DESIGN.md):
+Conventions (``docs/ARCHITECTURE.md``):
 
 * images are RGB ``uint8`` arrays of shape ``(H, W, 3)``;
-* boxes are normalised corners ``[xmin, ymin, xmax, ymax]`` in [0, 1]; pixels
-  exist only here, at the edge (:func:`to_pixels`, :func:`to_normalized`);
-* a detection array has shape ``(n, 6)`` or ``(n, 7)`` with rows
-  ``[label, confidence, xmin, ymin, xmax, ymax(, prior_index)]`` where
-  ``label >= 1`` (0 is background);
+* boxes are normalised corners ``[xmin, ymin, xmax, ymax]`` in [0, 1], turned into pixels by
+  :func:`ssd_keras.boxes.to_pixels` at the edge;
+* detection rows are :mod:`ssd_keras.layout`'s ``[label, confidence, xmin, ymin, xmax,
+  ymax(, prior_index)]`` where ``label >= 1`` (0 is background);
 * ``class_names`` lists the classes without background, so label ``i`` is
   ``class_names[i - 1]`` and has colour ``class_colors(...)[i - 1]``.
 """
@@ -25,13 +22,13 @@ from __future__ import annotations
 import colorsys
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from matplotlib.axes import Axes
+from . import layout
+from .boxes import to_normalized, to_pixels
 
 __all__ = [
     "class_colors",
@@ -40,15 +37,17 @@ __all__ = [
     "to_normalized",
     "draw_box",
     "draw_detections",
-    "plot_detections",
     "overlay_heatmap",
+    "overlay",
+    "gradient_image",
+    "tile",
     "save_image",
 ]
 
 Color = tuple[int, int, int]
 
 #: Accepted numbers of columns of a detection array (with/without prior index).
-DETECTION_COLUMNS = (6, 7)
+DETECTION_COLUMNS = (layout.DETECTION_COLUMNS, layout.DETECTION_COLUMNS_WITH_INDEX)
 #: Luminance (0-255, ITU-R BT.601 weights) above which label text is black.
 LUMINANCE_THRESHOLD = 128.0
 #: ITU-R BT.601 luma weights for R, G, B.
@@ -63,10 +62,9 @@ MIN_THICKNESS = 2
 PIXELS_PER_FONT_SCALE = 800.0
 #: Smallest default font scale (about 9 px high text with FONT).
 MIN_FONT_SCALE = 0.4
-#: Opacity of the filled label background in :func:`plot_detections`.
-PLOT_LABEL_ALPHA = 0.7
-#: Box line width (points) in :func:`plot_detections`.
-PLOT_LINEWIDTH = 2.0
+#: Contrast of :func:`gradient_image`: standard deviations mapped onto half the grey range.
+GRADIENT_IMAGE_SPREAD = 0.15
+WHITE = (255, 255, 255)
 
 
 # --------------------------------------------------------------------------- #
@@ -138,61 +136,6 @@ def _color_for(label: int, colors: Sequence[Sequence[int]]) -> Color:
 
 
 # --------------------------------------------------------------------------- #
-# Coordinates
-# --------------------------------------------------------------------------- #
-def _scale(boxes: np.ndarray, width: float, height: float, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validated float64 boxes ``(..., 4)`` and the factors ``[w, h, w, h]``."""
-    boxes = np.asarray(boxes, dtype=np.float64)
-    if boxes.ndim < 1 or boxes.shape[-1] != 4:
-        raise ValueError(
-            f"{name}: boxes must have shape (n, 4) [xmin, ymin, xmax, ymax], got shape {boxes.shape}"
-        )
-    if not (width > 0 and height > 0):
-        raise ValueError(f"{name}: width and height must be > 0, got width={width}, height={height}")
-    return boxes, np.array([width, height, width, height], dtype=np.float64)
-
-
-def to_pixels(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Normalised corners to pixel corners.
-
-    Args:
-        boxes: ``(n, 4)`` (or any ``(..., 4)``) normalised
-            ``[xmin, ymin, xmax, ymax]``.
-        width: Image width in pixels.
-        height: Image height in pixels.
-
-    Returns:
-        float64 array of the same shape: ``[xmin * W, ymin * H, xmax * W,
-        ymax * H]``. Not rounded, not clipped.
-
-    Raises:
-        ValueError: If the last axis is not 4 or a size is not positive.
-    """
-    boxes, factors = _scale(boxes, width, height, "to_pixels")
-    return boxes * factors
-
-
-def to_normalized(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
-    """Pixel corners to normalised corners (inverse of :func:`to_pixels`).
-
-    Args:
-        boxes: ``(n, 4)`` (or any ``(..., 4)``) pixel
-            ``[xmin, ymin, xmax, ymax]``.
-        width: Image width in pixels.
-        height: Image height in pixels.
-
-    Returns:
-        float64 array of the same shape, ``[xmin / W, ymin / H, xmax / W,
-        ymax / H]``. Not clipped.
-
-    Raises:
-        ValueError: If the last axis is not 4 or a size is not positive.
-    """
-    boxes, factors = _scale(boxes, width, height, "to_normalized")
-    return boxes / factors
-
-
-# --------------------------------------------------------------------------- #
 # Validation shared by the drawing functions
 # --------------------------------------------------------------------------- #
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
@@ -229,16 +172,16 @@ def _visible_detections(detections: np.ndarray, conf_thresh: float, name: str) -
             f"{name}: detections must have shape (n, 6) or (n, 7) with rows "
             f"[label, confidence, xmin, ymin, xmax, ymax(, prior_index)], got shape {detections.shape}"
         )
-    keep = detections[detections[:, 1] >= conf_thresh]
+    keep = detections[detections[:, layout.CONFIDENCE] >= conf_thresh]
     bad = ~np.isfinite(keep[:, [0, 2, 3, 4, 5]]).all(axis=1)
     if bad.any():
         raise ValueError(f"{name}: detection with a non-finite label or box: {keep[bad][0].tolist()}")
-    return keep[np.argsort(keep[:, 1], kind="stable")]
+    return keep[np.argsort(keep[:, layout.CONFIDENCE], kind="stable")]
 
 
 def _pixel_boxes(rows: np.ndarray, width: int, height: int) -> np.ndarray:
     """Integer pixel corners of detection rows, clipped to the image."""
-    boxes = np.rint(to_pixels(rows[:, 2:6], width, height))
+    boxes = np.rint(to_pixels(rows[:, layout.BOX], width, height))
     boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, width - 1)
     boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, height - 1)
     return boxes.astype(np.int64)
@@ -377,74 +320,6 @@ def draw_box(image: np.ndarray, box: Sequence[float], text: str | None = None,
 
 
 # --------------------------------------------------------------------------- #
-# matplotlib drawing
-# --------------------------------------------------------------------------- #
-def plot_detections(
-    image: np.ndarray,
-    detections: np.ndarray,
-    class_names: Sequence[str],
-    conf_thresh: float = 0.0,
-    ax: Axes | None = None,
-    colors: Sequence[Sequence[int]] | None = None,
-) -> Axes:
-    """Show an image with its detections on matplotlib axes (notebook view).
-
-    As in the original forward-pass notebook: ``imshow`` of the image, one
-    unfilled ``Rectangle`` patch per detection in its class colour, and an
-    ``ax.text`` caption ``"name score"`` at the box's top-left corner on a
-    filled background of the class colour. Axes are turned off. matplotlib is
-    imported here, lazily; its backend and rcParams are left alone.
-
-    Args:
-        image: RGB uint8 ``(H, W, 3)``.
-        detections: ``(n, 6)`` or ``(n, 7)`` rows ``[label, confidence, xmin,
-            ymin, xmax, ymax(, prior_index)]`` with normalised corners.
-        class_names: Class names without background.
-        conf_thresh: Minimum confidence drawn.
-        ax: Axes to draw into; a new figure and axes are created when None.
-        colors: RGB uint8 colours indexed by ``label - 1`` (wrapping around);
-            defaults to ``class_colors(len(class_names))``.
-
-    Returns:
-        The axes drawn into.
-
-    Raises:
-        ValueError: As :func:`draw_detections`.
-    """
-    from matplotlib.patches import Rectangle
-
-    image = _check_image(image, "plot_detections")
-    rows = _visible_detections(detections, conf_thresh, "plot_detections")
-    if ax is None:
-        import matplotlib.pyplot as plt
-
-        _, ax = plt.subplots()
-    if colors is None:
-        colors = class_colors(max(1, len(class_names)))
-    height, width = image.shape[:2]
-    ax.imshow(image)
-    for row, box in zip(rows, _pixel_boxes(rows, width, height)):
-        label = int(row[0])
-        color = _color_for(label, colors)
-        mpl_color = tuple(c / 255.0 for c in color)
-        xmin, ymin, xmax, ymax = (float(v) for v in box)
-        ax.add_patch(
-            Rectangle(
-                (xmin, ymin), xmax - xmin, ymax - ymin, fill=False, edgecolor=mpl_color, linewidth=PLOT_LINEWIDTH
-            )
-        )
-        ax.text(
-            xmin,
-            ymin,
-            label_text(label, row[1], class_names),
-            color=tuple(c / 255.0 for c in _text_color(color)),
-            bbox={"facecolor": mpl_color, "edgecolor": mpl_color, "alpha": PLOT_LABEL_ALPHA},
-        )
-    ax.axis("off")
-    return ax
-
-
-# --------------------------------------------------------------------------- #
 # Heatmaps and files
 # --------------------------------------------------------------------------- #
 def overlay_heatmap(
@@ -522,3 +397,80 @@ def save_image(path: str | os.PathLike, image: np.ndarray) -> None:
         raise OSError(f"save_image: OpenCV cannot write {path}: {err}") from err
     if not written:
         raise OSError(f"save_image: OpenCV failed to write {path}")
+
+
+# --------------------------------------------------------------------------- #
+# Explanations and grids
+# --------------------------------------------------------------------------- #
+def overlay(image: np.ndarray, heatmap: np.ndarray, box: Sequence[float] | None = None,
+            label: str | None = None, alpha: float = 0.4,
+            color: Sequence[int] = WHITE) -> np.ndarray:
+    """A heatmap over a picture (JET colormap), with an optional box and caption.
+
+    Args:
+        image: RGB uint8 ``(H, W, 3)`` (the original picture, any size); not modified.
+        heatmap: ``(h, w)`` in [0, 1], resized bilinearly to the picture.
+        box: normalised corners ``[xmin, ymin, xmax, ymax]`` drawn as a rectangle.
+        label: caption drawn at the box's top-left corner (needs ``box``).
+        alpha: heatmap opacity in [0, 1].
+        color: RGB colour of the box and the caption's background.
+
+    Returns:
+        A new RGB uint8 ``(H, W, 3)`` picture, for :func:`save_image` or ``plt.imshow``.
+    """
+    canvas = overlay_heatmap(image, heatmap, alpha=alpha)
+    if box is None:
+        if label is not None:
+            raise ValueError("overlay: a label is drawn at its box; pass box too")
+        return canvas
+    corners = np.asarray(box, dtype=np.float64)
+    if corners.shape != (4,):
+        raise ValueError(f"box must be 4 normalised corners, got shape {corners.shape}")
+    return draw_box(canvas, corners, label, color)
+
+
+def gradient_image(gradient: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """A picture of an input gradient ``(H, W, C)`` (guided backprop): uint8, mid-grey at zero.
+
+    Each value becomes ``0.5 + 0.15 * (g - mean) / std`` of the range, clipped.
+
+    Args:
+        gradient: ``(H, W, C)`` float.
+        bgr: the channels are BGR (SSD inputs): reverse them to RGB.
+
+    Returns:
+        ``(H, W, C)`` uint8.
+    """
+    g = np.asarray(gradient, dtype=np.float64)
+    if g.ndim != 3:
+        raise ValueError(f"gradient must be (H, W, C), got shape {g.shape}")
+    std = g.std()
+    g = 0.5 + GRADIENT_IMAGE_SPREAD * (g - g.mean()) / (std if std > 0 else 1.0)
+    picture = np.rint(255.0 * np.clip(g, 0.0, 1.0)).astype(np.uint8)
+    return np.ascontiguousarray(picture[..., ::-1]) if bgr else picture
+
+
+def tile(pictures: Sequence[np.ndarray], height: int = 256, columns: int = 3) -> np.ndarray:
+    """The pictures side by side, ``columns`` to a row, each scaled to ``height`` (black padding).
+
+    Args:
+        pictures: RGB uint8 ``(H, W, 3)`` arrays, sizes may differ.
+        height: height of each scaled picture, pixels.
+        columns: pictures per row.
+
+    Returns:
+        One RGB uint8 picture.
+    """
+    if not len(pictures):
+        raise ValueError("tile: no pictures")
+    if int(height) != height or height < 1 or int(columns) != columns or columns < 1:
+        raise ValueError(f"tile: height and columns must be positive integers, got {height} and {columns}")
+    scaled = [cv2.resize(_check_image(p, "tile"), (max(1, round(p.shape[1] * height / p.shape[0])), int(height)))
+              for p in pictures]
+    width = max(p.shape[1] for p in scaled)
+    rows = []
+    for start in range(0, len(scaled), int(columns)):
+        row = [np.pad(p, ((0, 0), (0, width - p.shape[1]), (0, 0))) for p in scaled[start:start + int(columns)]]
+        row += [np.zeros_like(row[0])] * (int(columns) - len(row))
+        rows.append(np.concatenate(row, axis=1))
+    return np.concatenate(rows, axis=0)
