@@ -2,8 +2,8 @@
 
 What is measured (BBoxUtility issue), on the CPU that runs the script:
 
-1. ``assign_boxes`` over every annotated frame of ``../shared/reference/gt_pascal.json``
-   (4,420 frames, 7,959 boxes; seeded synthetic frames of 1-4 boxes when the file is absent)
+1. ``assign_boxes`` over every annotated frame of the original's real annotations,
+   ``tests/data/gt_pascal.json`` (4,420 frames, 7,959 boxes; the table says which data it used)
    with the 7308 SSD300 priors, against the original algorithm (one ``encode_box`` call per
    box through ``np.apply_along_axis``, see ``original_bbox.py``). Targets: >= 4x the
    baseline and <= 0.2 ms per frame.
@@ -31,7 +31,7 @@ from pathlib import Path
 from bench_forward import bench_main, machine, measure
 from original_bbox import OriginalBBoxUtility
 
-from ssd_keras.cli import import_tensorflow_quietly
+from ssd_keras.models import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -41,28 +41,20 @@ import tensorflow as tf  # noqa: E402
 from ssd_keras.ssd import SSD300, prior_boxes  # noqa: E402
 from ssd_keras.ssd_utils import BBoxUtility, DetectionOutput  # noqa: E402
 
-GT_PASCAL = Path(__file__).resolve().parents[2] / "shared" / "reference" / "gt_pascal.json"
+GT_PASCAL = Path(__file__).resolve().parents[1] / "tests" / "data" / "gt_pascal.json"  # the real annotations
 BATCH, NUM_CLASSES = 8, 21
 ASSIGN_TARGET_RATIO, ASSIGN_TARGET_MS = 4.0, 0.2
 DETECT_TARGET_RATIO, DETECT_TARGET_MS = 3.0, 3.0
 DECODER_TARGET_FRACTION = 0.10
 
 
-def annotated_frames(rng: np.random.Generator) -> tuple[list[np.ndarray], str]:
-    """The frames with objects of gt_pascal.json (3 one-hot classes), else synthetic ones."""
-    if GT_PASCAL.is_file():
-        with open(GT_PASCAL) as f:
-            frames = [np.asarray(v, dtype=np.float64) for v in json.load(f).values() if v]
-        for frame in frames:  # 408 boxes start at y = -0.0014: the original did not clip
-            np.clip(frame[:, :4], 0.0, 1.0, out=frame[:, :4])
-        return frames, f"gt_pascal.json ({len(frames)} annotated frames)"
-    frames = []
-    for _ in range(4420):
-        n = rng.integers(1, 5)
-        xy = rng.uniform(0, 0.7, (n, 2))
-        wh = rng.uniform(0.05, 0.3, (n, 2))
-        frames.append(np.hstack([xy, xy + wh, np.eye(3)[rng.integers(0, 3, n)]]))
-    return frames, "synthetic (gt_pascal.json absent): 4420 frames of 1-4 boxes"
+def annotated_frames() -> tuple[list[np.ndarray], str]:
+    """The frames with objects of the original's gt_pascal.json (3 one-hot classes)."""
+    with open(GT_PASCAL) as f:
+        frames = [np.asarray(v, dtype=np.float64) for v in json.load(f).values() if v]
+    for frame in frames:  # 408 boxes start at y = -0.0014: the original did not clip
+        np.clip(frame[:, :4], 0.0, 1.0, out=frame[:, :4])
+    return frames, f"{GT_PASCAL.relative_to(GT_PASCAL.parents[2])} ({len(frames)} annotated frames)"
 
 
 def realistic_predictions(rng: np.random.Generator, priors: np.ndarray) -> np.ndarray:
@@ -105,7 +97,7 @@ def run(runs: int) -> dict:
     priors = prior_boxes(SSD300(width_multiplier=0.125)).astype(np.float64)
     results = {"machine": machine(), "runs": runs}
 
-    frames, source = annotated_frames(rng)
+    frames, source = annotated_frames()
     new, old = BBoxUtility(4, priors), OriginalBBoxUtility(4, priors)
     for frame in frames[:200]:
         np.testing.assert_allclose(new.assign_boxes(frame), old.assign_boxes(frame), atol=1e-5)

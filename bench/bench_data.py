@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench_forward import bench_main, machine, measure
 
-from ssd_keras.cli import import_tensorflow_quietly
+from ssd_keras.models import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 

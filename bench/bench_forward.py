@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from ssd_keras.cli import import_tensorflow_quietly
+from ssd_keras.models import import_tensorflow_quietly
 
 import_tensorflow_quietly()
 

@@ -1,4 +1,4 @@
-"""Video pipeline speed: end-to-end frames/s of ``VideoTest`` against the model alone.
+"""Video pipeline speed: end-to-end frames/s of ``ssd_keras.video.VideoTest`` against the model alone.
 
 What is measured (notebooks and video issue), on the CPU that runs the script:
 
@@ -29,14 +29,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bench_forward import bench_main, machine, measure
 
-from ssd_keras.cli import find_default_weights, import_tensorflow_quietly
+from ssd_keras.models import find_default_weights, import_tensorflow_quietly
 
 import_tensorflow_quietly()
 
@@ -44,14 +43,13 @@ import cv2  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ssd_keras import layout  # noqa: E402
 from ssd_keras.data.synthetic import SHAPE_CLASSES, make_scene  # noqa: E402
-from ssd_keras.demo import DEMO_WEIGHTS, load_demo_model  # noqa: E402
 from ssd_keras.image import preprocess_input, resize_image  # noqa: E402
+from ssd_keras.models import DEMO_WEIGHTS, load_demo_model  # noqa: E402
 from ssd_keras.ssd import SSD300, VOC_CLASSES  # noqa: E402
+from ssd_keras.video import VideoTest  # noqa: E402
 from ssd_keras.weights import load_weights  # noqa: E402
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "testing_utils"))
-from videotest import VideoTest  # noqa: E402
 
 FRAME_SIZE = (640, 480)  # width, height
 FRAMES = {"SSD300 (VOC configuration)": 24, "demo configuration (width 0.25)": 96}
@@ -88,7 +86,7 @@ def timed(fn) -> float:
 
 def raise_background(model: keras.Model, bias: float) -> None:
     """Adds ``bias`` to the background logit of every prior (the confidence heads' biases)."""
-    num_classes = model.output_shape[-1] - 12
+    num_classes = layout.num_classes_of(model)
     for layer in model.layers:
         if "_mbox_conf" in layer.name and layer.weights:
             kernel, biases = layer.get_weights()

@@ -18,7 +18,7 @@ monotone (non-increasing) envelope of the precision/recall curve.
 
 One difference from the devkit: the devkit measures IoU on integer pixel boxes whose widths are
 ``xmax - xmin + 1``. Here boxes are continuous coordinates (normalised, or continuous pixels) and
-widths are ``xmax - xmin``, without the ``+1`` (see :func:`ssd_keras.ssd_utils.iou_matrix`). On
+widths are ``xmax - xmin``, without the ``+1`` (see :func:`ssd_keras.boxes.iou_matrix`). On
 pixel boxes of VOC images the IoUs differ slightly (a box ``[0, 0, 1, 1]`` in ``[0, 0, 2, 1]`` has
 IoU 0.5 here, 0.667 in the devkit), and so can the APs, by far less than a point in practice.
 """
@@ -38,7 +38,9 @@ from .data.annotations import read_annotations
 from .image import load_image
 from .ssd import detect
 from .plots import class_name, plot_pr_curves  # noqa: F401  (plot_pr_curves: re-exported, its old home)
-from .ssd_utils import BBoxUtility, iou_matrix
+from . import layout
+from .boxes import iou_matrix, to_normalized
+from .ssd_utils import BBoxUtility
 
 __all__ = [
     "AP_METHODS",
@@ -57,7 +59,6 @@ AP_METHODS: tuple[str, ...] = ("voc07", "area")
 VOC07_RECALLS = np.arange(11) / 10.0
 """The 11 recall levels of VOC2007's AP, ``i / 10`` exactly (so that recall 3/10 reaches 0.3)."""
 
-DETECTION_COLUMNS = 6  # [label, confidence, xmin, ymin, xmax, ymax]
 
 
 def _check_method(method: str) -> None:
@@ -105,18 +106,18 @@ def _check_detections(rows: Any, image: int, num_classes: int) -> np.ndarray:
     """One image's detections as float64 ``(k, 6)``, checked."""
     rows = np.asarray(rows, dtype=np.float64)
     if rows.size == 0:
-        return np.zeros((0, DETECTION_COLUMNS))
-    if rows.ndim != 2 or rows.shape[1] < DETECTION_COLUMNS:
+        return np.zeros((0, layout.DETECTION_COLUMNS))
+    if rows.ndim != 2 or rows.shape[1] < layout.DETECTION_COLUMNS:
         raise ValueError(f"detections of image {image} must be (k, >=6) rows [label, confidence, "
                          f"xmin, ymin, xmax, ymax], got shape {rows.shape}")
-    rows = rows[:, :DETECTION_COLUMNS]
-    labels = rows[:, 0]
+    rows = rows[:, :layout.DETECTION_COLUMNS]
+    labels = rows[:, layout.LABEL]
     bad = np.flatnonzero((labels != np.round(labels)) | (labels < 1) | (labels >= num_classes))
     if bad.size:
         raise ValueError(f"detections of image {image}, row {bad[0]}: label {labels[bad[0]]:g} is not "
                          f"an integer in [1, {num_classes - 1}] (num_classes={num_classes} counts "
                          "background as 0)")
-    bad = np.flatnonzero(~np.isfinite(rows[:, 1:]).all(axis=1))
+    bad = np.flatnonzero(~np.isfinite(rows[:, layout.CONFIDENCE:]).all(axis=1))
     if bad.size:
         raise ValueError(f"detections of image {image}, row {bad[0]}: non-finite confidence or box "
                          f"{rows[bad[0]].tolist()}")
@@ -158,7 +159,7 @@ def _best_matches(detections: list[np.ndarray], truths: list[tuple[np.ndarray, n
     highest IoU: its global index (images' boxes concatenated; -1 when there is none) and IoU."""
     best_gt, best_iou, offset = [], [], 0
     for rows, (boxes, labels, _) in zip(detections, truths):
-        iou = iou_matrix(rows[:, 2:6], boxes)  # (k, n)
+        iou = iou_matrix(rows[:, layout.BOX], boxes)  # (k, n)
         iou[rows[:, 0, None] != labels[None, :]] = -1.0  # other classes never match
         index = np.argmax(iou, axis=1) if len(boxes) else np.zeros(len(rows), dtype=np.int64)
         value = iou[np.arange(len(rows)), index] if len(boxes) else np.full(len(rows), -1.0)
@@ -219,7 +220,7 @@ def evaluate_detections(detections: Sequence[np.ndarray], annotations: Sequence[
     rows = [_check_detections(d, i, num_classes) for i, d in enumerate(detections)]
     truths = [_check_annotation(a, i, num_classes) for i, a in enumerate(annotations)]
 
-    every = np.concatenate(rows) if rows else np.zeros((0, DETECTION_COLUMNS))
+    every = np.concatenate(rows) if rows else np.zeros((0, layout.DETECTION_COLUMNS))
     best_gt, best_iou = _best_matches(rows, truths)
     gt_labels = np.concatenate([t[1] for t in truths]) if truths else np.zeros(0, np.int64)
     gt_difficult = np.concatenate([t[2] for t in truths]) if truths else np.zeros(0, bool)
@@ -229,8 +230,8 @@ def evaluate_detections(detections: Sequence[np.ndarray], annotations: Sequence[
 
     classes = {}
     for label in range(1, num_classes):
-        mine = np.flatnonzero(every[:, 0] == label)  # image order, then row order
-        order = mine[np.argsort(-every[mine, 1], kind="stable")]
+        mine = np.flatnonzero(every[:, layout.LABEL] == label)  # image order, then row order
+        order = mine[np.argsort(-every[mine, layout.CONFIDENCE], kind="stable")]
         counted = order[~on_difficult[order]]
         hits = np.flatnonzero(matched[counted])  # positions in `counted` on a free or taken box
         _, first = np.unique(best_gt[counted[hits]], return_index=True)
@@ -282,7 +283,7 @@ def evaluate_records(model: keras.Model, records: Sequence[Mapping[str, Any]], c
         ImageLoadError: an image cannot be read.
     """
     num_classes = len(class_names) + 1
-    model_classes = model.output_shape[-1] - 12
+    model_classes = layout.num_classes_of(model)
     if model_classes != num_classes:
         raise ValueError(f"model {model.name!r} predicts {model_classes} classes (with background) but "
                          f"there are {len(class_names)} class names (+ background = {num_classes})")
@@ -296,8 +297,9 @@ def evaluate_records(model: keras.Model, records: Sequence[Mapping[str, Any]], c
         detections += detect(model, images, bbox_util, confidence_threshold=confidence_threshold,
                              batch_size=batch_size)
         for record in batch:
-            scale = np.array([record["width"], record["height"]] * 2, dtype=np.float64)
-            annotations.append({"boxes": np.asarray(record["boxes"], np.float64).reshape(-1, 4) / scale,
+            boxes = to_normalized(np.asarray(record["boxes"], np.float64).reshape(-1, 4), record["width"],
+                                  record["height"])
+            annotations.append({"boxes": boxes,
                                 "labels": record["labels"], "difficult": record.get("difficult")})
         if progbar is not None:
             progbar.add(len(batch))

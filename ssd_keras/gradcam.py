@@ -26,48 +26,22 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from .ssd import HEADS
 from . import layout
+from ._keras_compat import run_through_graph
+from .gradcam_target import LOGITS_LAYER, PRIORBOX_SUFFIX, Target  # noqa: F401  (constants re-exported)
 from .visualization import gradient_image, label_text, overlay  # noqa: F401  (overlay, gradient_image: re-exported)
 
 __all__ = ["GradCAM", "guided_backprop", "guided_grad_cam", "guided_relu", "explain_detections", "overlay",
            "gradient_image", "METHODS"]
 
-#: Layer of an SSD model whose output holds the pre-softmax class scores ``(N, priors, classes)``.
-LOGITS_LAYER = "mbox_conf_logits"
-#: Suffix of the PriorBox layer of a head: ``<source>_mbox_priorbox``.
-PRIORBOX_SUFFIX = "_mbox_priorbox"
 #: Methods of :func:`explain_detections`.
 METHODS = ("gradcam", "guided", "guided-gradcam")
-
-
-# --------------------------------------------------------------------------- #
-# What is explained: the target score of a model
-# --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
-class _Head:
-    """One SSD head: its source layer, the feature map Grad-CAM reads, and its prior indices."""
-
-    source: str
-    feature_layer: str
-    start: int
-    stop: int
-
-
-def _producer(tensor: Any) -> keras.layers.Layer:
-    """The layer (operation) that produced a symbolic Keras tensor."""
-    return tensor._keras_history.operation
-
-
-def _is_softmax(activation: Any) -> bool:
-    return getattr(activation, "__name__", None) == "softmax"
 
 
 def _is_relu_layer(layer: Any) -> bool:
@@ -91,152 +65,6 @@ def _four_d_layers(model: keras.Model) -> list[str]:
         if not isinstance(output, (list, tuple, dict)) and len(output.shape) == 4:
             names.append(layer.name)
     return names
-
-
-class _Target:
-    """The score a model is explained by, and how to select it.
-
-    For an SSD model (3-D predictions ``(N, num_priors, 4 + num_classes + 8)``) the scores are
-    ``(N, num_priors, num_classes)``: the logits of layer :data:`LOGITS_LAYER`, or the softmax
-    columns of the predictions. For a classifier (2-D output ``(N, num_classes)``) the scores are
-    the logits when the last layer is a softmax (an ``Activation``/``Softmax`` layer, or a
-    ``Dense`` with softmax activation), else the output itself.
-    """
-
-    def __init__(self, model: keras.Model):
-        if not isinstance(model, keras.Model):
-            raise ValueError(f"expected a keras.Model, got {type(model).__name__}")
-        if len(model.outputs) != 1:
-            raise ValueError(f"model {model.name!r} has {len(model.outputs)} outputs; Grad-CAM explains "
-                             f"models with one output (SSD predictions or classifier scores)")
-        self.model = model
-        output = model.outputs[0]
-        self.rank = len(output.shape)
-        if self.rank == 3:
-            self._init_ssd(output)
-        elif self.rank == 2:
-            self._init_classifier(output)
-        else:
-            raise ValueError(f"model {model.name!r} has output shape {tuple(output.shape)}: expected SSD "
-                             f"predictions (N, priors, 4 + classes + 8) or classifier scores (N, classes)")
-
-    @property
-    def is_ssd(self) -> bool:
-        return self.rank == 3
-
-    def _init_ssd(self, output: Any) -> None:
-        model = self.model
-        self.num_classes = layout.class_count(output.shape[-1])
-        self.num_priors = int(output.shape[1])
-        names = {layer.name for layer in model.layers}
-        missing = [h.source + PRIORBOX_SUFFIX for h in HEADS if h.source + PRIORBOX_SUFFIX not in names]
-        if missing or self.num_classes < 1:
-            raise ValueError(f"model {model.name!r} has 3-D output {tuple(output.shape)} but is not an SSD "
-                             f"model built by SSD300 (missing layers: {missing})")
-        heads, start = [], 0
-        for head in HEADS:
-            count = int(model.get_layer(head.source + PRIORBOX_SUFFIX).output.shape[1])
-            heads.append(_Head(head.source, self._feature_layer(head.source), start, start + count))
-            start += count
-        if start != self.num_priors:
-            raise ValueError(f"the PriorBox layers of model {model.name!r} give {start} priors but its "
-                             f"predictions have {self.num_priors}")
-        self.heads = tuple(heads)
-        self._logits = model.get_layer(LOGITS_LAYER).output if LOGITS_LAYER in names else None
-        self.score_outputs = [output] + ([self._logits] if self._logits is not None else [])
-
-    def _feature_layer(self, source: str) -> str:
-        """The nearest convolution at or above a head's source layer (conv4_3 for conv4_3_norm,
-        conv8_2 for pool6): the spatial feature map the head reads."""
-        layer = self.model.get_layer(source)
-        while not isinstance(layer, keras.layers.Conv2D):
-            inputs = keras.tree.flatten(layer.input)
-            if len(inputs) != 1:
-                raise ValueError(f"cannot find the convolution that feeds head {source!r}: layer "
-                                 f"{layer.name!r} has {len(inputs)} inputs")
-            layer = _producer(inputs[0])
-        return layer.name
-
-    def _init_classifier(self, output: Any) -> None:
-        self.num_classes = int(output.shape[-1])
-        self.num_priors = None
-        self.heads = ()
-        last = _producer(output)
-        self._dense = None
-        if isinstance(last, keras.layers.Softmax) or (
-                isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)):
-            self._logits = last.input
-        elif isinstance(last, keras.layers.Dense) and _is_softmax(last.activation):
-            self._logits = last.input  # the Dense's input: the logits are computed in the tape
-            self._dense = last
-        else:
-            self._logits = None
-        self.score_outputs = [output] + ([self._logits] if self._logits is not None else [])
-
-    def scores(self, outputs: Sequence[tf.Tensor], use_logits: bool) -> tf.Tensor:
-        """The scores ``(N, priors, classes)`` or ``(N, classes)`` from the ``score_outputs``."""
-        if self.is_ssd:
-            if use_logits:
-                if self._logits is None:
-                    raise ValueError(f"model {self.model.name!r} has no layer {LOGITS_LAYER!r}; pass "
-                                     f"use_logits=False to explain the probabilities")
-                return tf.cast(outputs[1], tf.float32)
-            return tf.cast(layout.confidences(outputs[0], self.num_classes), tf.float32)
-        if not use_logits or self._logits is None:
-            return tf.cast(outputs[0], tf.float32)
-        logits = outputs[1]
-        if self._dense is not None:
-            logits = tf.matmul(tf.cast(logits, self._dense.kernel.dtype), self._dense.kernel)
-            if self._dense.use_bias:
-                logits = logits + self._dense.bias
-        return tf.cast(logits, tf.float32)
-
-    def indices(self, count: int, class_index: Any, prior_index: Any) -> tuple[np.ndarray, np.ndarray | None]:
-        """Per-image class and prior indices, checked against the model."""
-        classes = _index_array(class_index, count, self.num_classes, "class_index",
-                               f"model {self.model.name!r} has {self.num_classes} classes")
-        if prior_index is None:
-            return classes, None
-        if not self.is_ssd:
-            raise ValueError(f"prior_index applies to SSD models only; model {self.model.name!r} is a "
-                             f"classifier with output (N, {self.num_classes})")
-        priors = _index_array(prior_index, count, self.num_priors, "prior_index",
-                              f"model {self.model.name!r} has {self.num_priors} priors")
-        return classes, priors
-
-    def select(self, scores: tf.Tensor, classes: np.ndarray, priors: np.ndarray | None) -> tf.Tensor:
-        """Each image's target score ``(N,)``: its class at its prior, or summed over priors."""
-        rows = np.arange(len(classes))
-        if not self.is_ssd:
-            return tf.gather_nd(scores, np.stack([rows, classes], axis=1))
-        if priors is None:
-            return tf.reduce_sum(scores * tf.one_hot(classes, self.num_classes)[:, None, :], axis=[1, 2])
-        return tf.gather_nd(scores, np.stack([rows, priors, classes], axis=1))
-
-    def head_of(self, prior: int) -> _Head:
-        return next(h for h in self.heads if h.start <= prior < h.stop)
-
-
-def _index_array(value: Any, count: int, limit: int, name: str, what: str) -> np.ndarray:
-    """``value`` (an integer or ``count`` integers) as an int64 array ``(count,)`` in ``[0, limit)``.
-
-    Integral floats are accepted (detection rows are float).
-    """
-    array = np.asarray(value)
-    if array.ndim == 0:
-        array = np.full(count, array)
-    if array.shape != (count,):
-        raise ValueError(f"{name} must be an integer or a sequence of {count} integers (one per image), "
-                         f"got shape {array.shape}")
-    if array.dtype == bool or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
-        raise ValueError(f"{name} must hold integers, got {array.dtype} values {array.tolist()}")
-    if not (np.all(np.isfinite(array)) and np.all(array == np.round(array))):
-        raise ValueError(f"{name} must hold integers, got {array.tolist()}")
-    array = array.astype(np.int64)
-    bad = array[(array < 0) | (array >= limit)]
-    if bad.size:
-        raise ValueError(f"{name} {bad.tolist()} out of range: {what} (valid 0..{limit - 1})")
-    return array
 
 
 def _check_images(model: keras.Model, images: Any) -> tf.Tensor:
@@ -304,10 +132,10 @@ def _run_graph(model: keras.Model, inputs: list[tf.Tensor], after: _Hook) -> Any
         for layer in model.layers:
             x = operation(layer)(x)
         return x
-    if not hasattr(model, "_run_through_graph"):  # Keras 3 functional models have it
-        raise ValueError(f"model {model.name!r} is a {type(model).__name__}; Grad-CAM and guided backprop "
-                         f"need a functional or Sequential model")
-    return model._run_through_graph(inputs, operation_fn=operation)
+    try:
+        return run_through_graph(model, inputs, operation)
+    except ValueError as err:
+        raise ValueError(f"{err}; Grad-CAM and guided backprop need a functional or Sequential model") from None
 
 
 # --------------------------------------------------------------------------- #
@@ -347,7 +175,7 @@ class GradCAM:
 
     def __init__(self, model: keras.Model, layer_name: str | None = None):
         self.model = model
-        self._target = _Target(model)
+        self._target = Target(model)
         choices = _four_d_layers(model)
         if layer_name is not None:
             if layer_name not in choices:
@@ -512,7 +340,7 @@ def guided_backprop(model: keras.Model, images: Any, class_index: Any, prior_ind
         ``(N, H, W, C)`` float32 gradients, in the input's channel order (BGR for SSD inputs);
         see :func:`gradient_image` to look at them.
     """
-    target = _Target(model)
+    target = Target(model)
     x = _check_images(model, images)
     classes, priors = target.indices(len(x), class_index, prior_index)
     score_model = keras.Model(model.inputs, target.score_outputs, name=f"{model.name}_scores")
@@ -543,7 +371,7 @@ def guided_grad_cam(model: keras.Model, images: Any, class_index: Any, prior_ind
 # --------------------------------------------------------------------------- #
 def explain_detections(model: keras.Model, image: np.ndarray, detections: np.ndarray,
                        class_names: Sequence[str] | None = None, top: int = 5, method: str = "gradcam",
-                       mask_box: bool = False) -> list[dict[str, Any]]:
+                       mask_box: bool = False, layer_name: str | None = None) -> list[dict[str, Any]]:
     """Explains the most confident detections of one image, all in one batch.
 
     Args:
@@ -557,6 +385,8 @@ def explain_detections(model: keras.Model, image: np.ndarray, detections: np.nda
         method: ``"gradcam"`` (:class:`GradCAM`, default layer per prior), ``"guided"``
             (:func:`guided_backprop`) or ``"guided-gradcam"`` (:func:`guided_grad_cam`).
         mask_box: zero the Grad-CAM map outside the detection's box (the seed's view).
+        layer_name: the Grad-CAM layer for every detection (default: the one feeding each
+            detection's head); not used by ``"guided"``.
 
     Returns:
         One dict per explained detection, most confident first: ``"detection"`` the row (7,),
@@ -578,11 +408,11 @@ def explain_detections(model: keras.Model, image: np.ndarray, detections: np.nda
     classes, priors = rows[:, layout.LABEL], rows[:, layout.PRIOR_INDEX]
     boxes = rows[:, layout.BOX] if mask_box else None
     if method == "gradcam":
-        maps = GradCAM(model)(images, classes, priors, box=boxes)
+        maps = GradCAM(model, layer_name)(images, classes, priors, box=boxes)
     elif method == "guided":
         maps = guided_backprop(model, images, classes, priors)
     else:
-        maps = guided_grad_cam(model, images, classes, priors, box=boxes)
+        maps = guided_grad_cam(model, images, classes, priors, layer_name=layer_name, box=boxes)
     names = list(class_names) if class_names is not None else []
     return [{"detection": row, "map": heat, "label": label_text(row[0], row[1], names)}
             for row, heat in zip(rows, maps)]

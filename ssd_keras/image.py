@@ -17,6 +17,8 @@ import errno
 import io
 import logging
 import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -29,6 +31,8 @@ __all__ = [
     "deprocess_input",
     "load_image",
     "preprocess_input",
+    "probe_image",
+    "probe_images",
     "resize_image",
 ]
 
@@ -44,6 +48,8 @@ _CAFFE_TRANSFORM = np.hstack([np.eye(3)[::-1], -np.array(CAFFE_MEAN_BGR)[:, np.n
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _UINT16_MAX = 65535
 # dtypes cv2.resize supports with INTER_LINEAR.
+_SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations whose upright image is transposed
+_MIN_IMAGES_FOR_THREADS = 8
 _RESIZE_DTYPES = frozenset(
     np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64)
 )
@@ -350,3 +356,53 @@ def deprocess_input(x: np.ndarray) -> np.ndarray:
     _check_channels_last(x, "x")
     rgb = (x.astype(np.float32) + _MEAN_BGR_F32)[..., ::-1]
     return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# sizes of image files, for validating data sets
+
+
+
+def probe_image(path: str) -> tuple[int, int] | str:
+    """The upright ``(width, height)`` of an image file, or why it cannot be used.
+
+    The image is fully decoded, because a header read (or Pillow's ``verify()``, which does not
+    check JPEG data) accepts truncated JPEGs that ``load_image`` would later reject. JPEGs are
+    decoded at 1/8 scale (``Image.draft``): the whole entropy-coded stream is still read, so
+    truncation is still found, at a fraction of the cost.
+    """
+    try:
+        if os.path.isdir(path):
+            return "is a directory, not an image file"
+        if os.path.getsize(path) == 0:
+            return "the file is empty"
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.format == "JPEG":
+                image.draft(None, (max(1, width // 8), max(1, height // 8)))
+            image.load()
+            if image.mode == "F":
+                return "32-bit floating-point images are not supported"
+            try:
+                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+            except Exception as exc:  # noqa: BLE001 - load_image ignores malformed EXIF too
+                logger.warning("ignoring unreadable EXIF data in %r: %s", path, exc)
+                orientation = 1
+    except UnidentifiedImageError:
+        return "not an image file in a format Pillow can read"
+    except MemoryError:
+        raise
+    except Exception as exc:  # Pillow raises many types on corrupt data.
+        return f"the file is truncated or corrupt ({type(exc).__name__}: {exc})"
+    if orientation in _SWAPPED_ORIENTATIONS:
+        width, height = height, width
+    return width, height
+
+
+def probe_images(paths: Sequence[str]) -> list[tuple[int, int] | str]:
+    """``probe_image`` over many files, in threads (Pillow decodes without the GIL)."""
+    if len(paths) < _MIN_IMAGES_FOR_THREADS:
+        return [probe_image(path) for path in paths]
+    workers = max(1, min(8, os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(probe_image, paths, chunksize=16))

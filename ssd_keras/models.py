@@ -24,7 +24,7 @@ import os
 import sys
 from importlib import resources
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Sequence
 
 from .runs import find_run_config
 
@@ -45,12 +45,18 @@ _CHECKOUT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"  # only i
 _RUN_KEYS = ("classes", "width_multiplier", "input_shape")
 
 
-class ResolvedModel(NamedTuple):
-    """What :func:`resolve_model` returns; unpacks as ``model, class_names, description``."""
+class ResolvedModel(tuple):
+    """What :func:`resolve_model` returns: unpacks as ``model, class_names, description``; the same
+    as attributes, and ``trained``, False only for the untrained network of ``allow_untrained``."""
 
-    model: Any
-    class_names: list[str]
-    description: str
+    def __new__(cls, model: Any, class_names: list[str], description: str, trained: bool = True):
+        resolved = super().__new__(cls, (model, class_names, description))
+        resolved.trained = trained
+        return resolved
+
+    model = property(lambda self: self[0], doc="the built, loaded keras.Model")
+    class_names = property(lambda self: self[1], doc="class names without background")
+    description = property(lambda self: self[2], doc="which model this is, in words")
 
 
 def import_tensorflow_quietly() -> None:
@@ -105,17 +111,13 @@ def find_default_weights() -> Path | None:
 def read_class_names(spec: str) -> list[str]:
     """``"voc"`` for the 20 Pascal VOC classes, or a class-list file (one name per line, see
     :func:`ssd_keras.data.read_class_list`)."""
-    if spec.lower() == "voc":
-        from .ssd import VOC_CLASSES
+    from .data.classes import VOC_CLASSES, read_class_list
 
-        return list(VOC_CLASSES)
-    from .data.annotations import read_class_list
-
-    return read_class_list(spec)
+    return list(VOC_CLASSES) if spec.lower() == "voc" else read_class_list(spec)
 
 
 def _is_voc(class_names: Sequence[str] | None) -> bool:
-    from .ssd import VOC_CLASSES
+    from .data.classes import VOC_CLASSES
 
     return class_names is None or list(class_names) == list(VOC_CLASSES)
 
@@ -189,13 +191,13 @@ def resolve_model(weights: str | os.PathLike[str] | None = None, classes: Sequen
     voc = find_default_weights()
     if voc is not None and _is_voc(names) and width_multiplier in (None, 1.0):
         return _from_file(voc, names, width_multiplier, "VOC weights ")
-    if names is None:
+    if names is None and DEMO_WEIGHTS.is_file():
         found = _from_file(DEMO_WEIGHTS, None, width_multiplier, "")
-        return found._replace(description=(
+        return ResolvedModel(found.model, found.class_names, (
             f"the embedded shapes model ({', '.join(found.class_names)}; no VOC weights found: "
             f"{WEIGHTS_HELP})"))
     if not allow_untrained:
-        raise FileNotFoundError(f"no weights for the classes {', '.join(names)}: pass --weights PATH "
+        raise FileNotFoundError(f"no weights for the classes {', '.join(names or ['of VOC'])}: pass --weights PATH "
                                 f"(a training run's weights bring their classes), or --allow-untrained to "
                                 f"run an untrained network ({WEIGHTS_HELP})")
     import keras
@@ -203,7 +205,8 @@ def resolve_model(weights: str | os.PathLike[str] | None = None, classes: Sequen
     keras.utils.set_random_seed(0)  # the untrained network is at least repeatable
     names = names if names is not None else list(untrained_classes or read_class_names("voc"))
     model, _ = _build(None, names, 1.0 if width_multiplier is None else width_multiplier, (300, 300, 3))
-    return ResolvedModel(model, names, "an UNTRAINED SSD300 (random weights: its detections are meaningless)")
+    return ResolvedModel(model, names, "an UNTRAINED SSD300 (random weights: its detections are meaningless)",
+                         trained=False)
 
 
 def load_demo_model(weights: str | os.PathLike | None = None,

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from . import layout
-from .visualization import _check_image, _color_for, _pixel_boxes, _text_color, _visible_detections, class_colors, label_text
+from .visualization import (_check_image, _color_for, _pixel_boxes, _text_color, _visible_detections, class_colors,
+                            label_text)
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.axes import Axes
@@ -41,7 +42,7 @@ def plot_detections(
     image: np.ndarray,
     detections: np.ndarray,
     class_names: Sequence[str],
-    conf_thresh: float = 0.0,
+    confidence_threshold: float = 0.0,
     ax: Axes | None = None,
     colors: Sequence[Sequence[int]] | None = None,
 ) -> Axes:
@@ -58,7 +59,7 @@ def plot_detections(
         detections: ``(n, 6)`` or ``(n, 7)`` rows ``[label, confidence, xmin,
             ymin, xmax, ymax(, prior_index)]`` with normalised corners.
         class_names: Class names without background.
-        conf_thresh: Minimum confidence drawn.
+        confidence_threshold: Minimum confidence drawn.
         ax: Axes to draw into; a new figure and axes are created when None.
         colors: RGB uint8 colours indexed by ``label - 1`` (wrapping around);
             defaults to ``class_colors(len(class_names))``.
@@ -72,7 +73,7 @@ def plot_detections(
     from matplotlib.patches import Rectangle
 
     image = _check_image(image, "plot_detections")
-    rows = _visible_detections(detections, conf_thresh, "plot_detections")
+    rows = _visible_detections(detections, confidence_threshold, "plot_detections")
     if ax is None:
         import matplotlib.pyplot as plt
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
+
+from .files import atomic_open
 
 __all__ = ["CONFIG_FILENAME", "HISTORY_FILENAME", "CHECKPOINTS_DIR", "FINAL_WEIGHTS", "RunFolder",
            "find_run_config", "read_run_config", "write_json_atomically"]
@@ -74,20 +75,10 @@ class RunFolder:
 
 
 def write_json_atomically(path: str | os.PathLike[str], value: Any) -> Path:
-    """Writes ``value`` as indented JSON to a temporary file beside ``path``, then renames it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(json.dumps(value, indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Writes ``value`` as indented JSON, whole or not at all (:func:`ssd_keras.files.atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(json.dumps(value, indent=2) + "\n")
+    return Path(path)
 
 
 def _stem(weights: Path) -> str:

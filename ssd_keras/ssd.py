@@ -16,17 +16,14 @@ import keras
 import numpy as np
 from keras import layers
 
+from . import layout
+from ._keras_compat import producing_layer
+from .data.classes import VOC_CLASSES
 from .ssd_layers import Normalize, PriorBox
 
 __all__ = ["SSD300", "VOC_CLASSES", "HEADS", "HeadSpec", "prior_boxes", "detect",
            "with_detection_output", "NUM_PRIORS_SSD300"]
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)
-"""The 20 Pascal VOC classes of the published weights, without background (label i+1 is name i)."""
 
 VARIANCES = (0.1, 0.1, 0.2, 0.2)
 NUM_PRIORS_SSD300 = 7308
@@ -170,7 +167,7 @@ def _prior_layers(model: keras.Model) -> list[PriorBox]:
     if concat is not None:
         ordered = []
         for tensor in keras.tree.flatten(concat.input):
-            layer = tensor._keras_history.operation
+            layer = producing_layer(tensor)
             if not isinstance(layer, PriorBox):
                 break
             ordered.append(layer)
@@ -197,7 +194,7 @@ def prior_boxes(model: keras.Model) -> np.ndarray:
 
 
 def with_detection_output(model: keras.Model, **detection_kwargs) -> keras.Model:
-    """An SSD model that ends in :class:`ssd_keras.ssd_utils.DetectionOutput`.
+    """An SSD model that ends in :class:`ssd_keras.ssd_layers.DetectionOutput`.
 
     Args:
         model: an SSD model (predictions ``(batch, num_priors, 4 + num_classes + 8)``).
@@ -211,10 +208,9 @@ def with_detection_output(model: keras.Model, **detection_kwargs) -> keras.Model
         sorted by confidence, zero rows as padding. ``.export(dir)`` writes a SavedModel whose
         ``serve`` endpoint maps images to detections.
     """
-    from .ssd_utils import DetectionOutput
+    from .ssd_layers import DetectionOutput
 
-    num_classes = model.output_shape[-1] - 12
-    detections = DetectionOutput(num_classes, name="detection_output",
+    detections = DetectionOutput(layout.num_classes_of(model), name="detection_output",
                                  **detection_kwargs)(model.output)
     return keras.Model(model.input, detections, name=f"{model.name}_detections")
 
@@ -245,7 +241,7 @@ def detect(model: keras.Model, images: Sequence[np.ndarray], bbox_util=None,
 
     height, width = model.input_shape[1:3]
     if bbox_util is None:
-        bbox_util = BBoxUtility(model.output_shape[-1] - 12)
+        bbox_util = BBoxUtility(layout.num_classes_of(model))
     results = []
     for start in range(0, len(images), batch_size):
         batch = np.stack([resize_image(image, (height, width))

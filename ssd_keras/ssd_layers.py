@@ -1,6 +1,7 @@
-"""The two custom layers of SSD300: ``Normalize`` and ``PriorBox``.
+"""The custom layers of SSD300: ``Normalize`` and ``PriorBox``, and ``DetectionOutput`` (the
+in-graph decoder that :func:`ssd_keras.ssd.with_detection_output` appends).
 
-Both are Keras 3 layers, registered serializable under the package ``ssd_keras``, so that a model
+All are Keras 3 layers, registered serializable under the package ``ssd_keras``, so that a model
 that uses them saves to ``.keras`` and loads again without ``custom_objects``.
 """
 
@@ -12,7 +13,11 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = ["Normalize", "PriorBox", "prior_box_grid"]
+from . import layout
+from .boxes import decode
+from .checks import fraction, non_negative_int, positive_int
+
+__all__ = ["Normalize", "PriorBox", "DetectionOutput", "prior_box_grid"]
 
 L2_EPSILON = 1e-12  # as in tf.math.l2_normalize
 
@@ -211,3 +216,72 @@ class PriorBox(keras.layers.Layer):
             "variances": list(self.variances),
             "clip": self.clip,
         }
+
+
+@keras.saving.register_keras_serializable(package="ssd_keras")
+class DetectionOutput(keras.layers.Layer):
+    """In-graph :meth:`BBoxUtility.detection_out`: decoding, per-class NMS, top detections.
+
+    Uses ``tf.image.combined_non_max_suppression`` (TensorFlow backend; TensorFlow is imported
+    when the layer is first called), so a model ending in this layer exports as one SavedModel
+    from image to detections.
+
+    Args:
+        num_classes: classes including background.
+        background_label_id, keep_top_k, confidence_threshold: as in ``detection_out``.
+        nms_thresh, top_k: as in :class:`BBoxUtility`.
+
+    Input shape: ``(batch, num_priors, 4 + num_classes + 8)`` predictions of SSD300.
+    Output shape: ``(batch, keep_top_k, 6)`` float32 rows ``[label, confidence, xmin, ymin,
+    xmax, ymax]`` sorted by confidence, padded with zero rows (label 0 never occurs in a real
+    row).
+    """
+
+    def __init__(self, num_classes: int, background_label_id: int = 0, keep_top_k: int = 200,
+                 confidence_threshold: float = 0.01, nms_thresh: float = 0.45, top_k: int = 400,
+                 **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.num_classes = positive_int(num_classes, "num_classes")
+        if self.num_classes < 2:
+            raise ValueError(f"num_classes counts background too and must be >= 2, got {num_classes}")
+        self.background_label_id = non_negative_int(background_label_id, "background_label_id")
+        if self.background_label_id >= self.num_classes:
+            raise ValueError(f"background_label_id must be in [0, {num_classes}), got {background_label_id}")
+        self.keep_top_k = positive_int(keep_top_k, "keep_top_k")
+        self.confidence_threshold = float(confidence_threshold)
+        self.nms_thresh = fraction(nms_thresh, "nms_thresh")
+        self.top_k = positive_int(top_k, "top_k")
+        self._classes = [c for c in range(self.num_classes) if c != self.background_label_id]
+
+    def call(self, predictions):
+        import tensorflow as tf
+
+        predictions = tf.convert_to_tensor(predictions, tf.float32)
+        loc, _, prior_corners, variances = layout.split_predictions(predictions)
+        boxes = decode(loc, prior_corners, variances, ops)
+        scores = tf.gather(layout.confidences(predictions, self.num_classes), self._classes, axis=-1)
+        nmsed_boxes, nmsed_scores, nmsed_classes, valid = tf.image.combined_non_max_suppression(
+            boxes[:, :, tf.newaxis, :], scores, max_output_size_per_class=self.top_k,
+            max_total_size=self.keep_top_k, iou_threshold=self.nms_thresh,
+            score_threshold=self.confidence_threshold, pad_per_class=False, clip_boxes=False)
+        labels = tf.gather(tf.constant(self._classes, tf.float32),
+                           tf.cast(nmsed_classes, tf.int32))
+        rows = tf.concat([labels[..., tf.newaxis], nmsed_scores[..., tf.newaxis], nmsed_boxes],
+                         axis=-1)
+        real = tf.range(self.keep_top_k)[tf.newaxis, :] < valid[:, tf.newaxis]
+        rows = tf.where(real[..., tf.newaxis], rows, tf.zeros_like(rows))
+        # equal confidences in class order, as detection_out (padding rows stay last)
+        for column, sign in ((layout.LABEL, 1.0), (layout.CONFIDENCE, -1.0)):
+            order = tf.argsort(sign * rows[..., column], axis=1, stable=True)
+            rows = tf.gather(rows, order, batch_dims=1)
+        return rows
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.keep_top_k, layout.DETECTION_COLUMNS)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes,
+                "background_label_id": self.background_label_id, "keep_top_k": self.keep_top_k,
+                "confidence_threshold": self.confidence_threshold,
+                "nms_thresh": self.nms_thresh, "top_k": self.top_k}

@@ -11,13 +11,11 @@ the batch (and takes care of the per-replica scaling under ``tf.distribute``). T
 hard negatives is one number per batch, so under ``tf.distribute`` each replica takes its own,
 from its share of the batch (as the original did on several GPUs).
 
-Targets and predictions share one layout, ``(batch, num_priors, 4 + num_classes + 8)``:
-
-- columns 0-3: encoded box offsets (targets from :meth:`ssd_keras.ssd_utils.BBoxUtility.assign_boxes`);
-- columns ``4 : 4 + num_classes``: the one-hot class of the target (background, class 0, in column
-  4) and the softmax probabilities of the prediction;
-- column -8 of the target: 1 for the priors assigned to a ground-truth box (positives), else 0;
-  the last 8 columns of the prediction (priors and variances) are ignored.
+Targets and predictions share one layout (:mod:`ssd_keras.layout`): encoded box offsets
+(targets from :meth:`ssd_keras.ssd_utils.BBoxUtility.assign_boxes`), the one-hot class of the
+target / the softmax probabilities of the prediction, and the prior columns, of which the target's
+first (``layout.POSITIVE_COLUMN``) marks the priors assigned to a ground-truth box (positives);
+the prediction's prior columns are ignored.
 
 Differences from the original port, on purpose (each only where the original would fail):
 
@@ -35,14 +33,11 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from .ssd_utils import BACKGROUND_COLUMN, LOC
+from . import layout
 
 __all__ = ["MultiboxLoss"]
 
-CONF_START = BACKGROUND_COLUMN  # first confidence column: the background class (label 0)
-POSITIVE_COLUMN = -8  # of y_true: 1 for priors assigned to a ground-truth box
 PROB_EPSILON = 1e-15  # probabilities are clipped to [eps, 1 - eps] before the log
-EXTRA_COLUMNS = 4 + 8  # offsets before the classes, priors and variances after them
 
 
 @keras.saving.register_keras_serializable(package="ssd_keras")
@@ -134,7 +129,7 @@ class MultiboxLoss(keras.losses.Loss):
         """Raises ``ValueError`` when the static shape of ``tensor`` is not
         ``(batch, num_priors, 4 + num_classes + 8)``."""
         shape = tensor.shape
-        expected = EXTRA_COLUMNS + self.num_classes
+        expected = layout.prediction_columns(self.num_classes)
         if shape.rank is not None and shape.rank != 3:
             raise ValueError(f"MultiboxLoss: {what} must be (batch, num_priors, {expected}), got "
                              f"shape {tuple(shape)}")
@@ -158,13 +153,13 @@ class MultiboxLoss(keras.losses.Loss):
         y_pred = tf.cast(y_pred, tf.float32)
         self._check_columns(y_true, "y_true")
         self._check_columns(y_pred, "y_pred")
-        conf = slice(CONF_START, CONF_START + self.num_classes)
+        conf = slice(layout.BACKGROUND_COLUMN, layout.BACKGROUND_COLUMN + self.num_classes)
         num_priors = tf.shape(y_true)[1]
 
         conf_loss = self._softmax_loss(y_true[:, :, conf], y_pred[:, :, conf])  # (batch, priors)
-        loc_loss = self._l1_smooth_loss(y_true[:, :, LOC], y_pred[:, :, LOC])  # (batch, priors)
+        loc_loss = self._l1_smooth_loss(y_true[:, :, layout.LOC], y_pred[:, :, layout.LOC])  # (batch, priors)
 
-        positive = y_true[:, :, POSITIVE_COLUMN]  # (batch, priors)
+        positive = y_true[:, :, layout.POSITIVE_COLUMN]  # (batch, priors)
         num_pos = tf.reduce_sum(positive, axis=-1)  # (batch,)
         pos_loc_loss = tf.reduce_sum(loc_loss * positive, axis=-1)
         pos_conf_loss = tf.reduce_sum(conf_loss * positive, axis=-1)
@@ -181,7 +176,7 @@ class MultiboxLoss(keras.losses.Loss):
         # Rank the non-positive priors of each image by their best non-background confidence;
         # positives rank below every probability and, if still picked, count for nothing.
         not_positive = 1.0 - positive
-        max_confs = tf.reduce_max(y_pred[:, :, CONF_START + 1:conf.stop], axis=-1)
+        max_confs = tf.reduce_max(y_pred[:, :, layout.BACKGROUND_COLUMN + 1:conf.stop], axis=-1)
         scores = tf.where(positive > 0.0, -tf.ones_like(max_confs), max_confs)
         _, indices = tf.math.top_k(scores, k=k)  # (batch, k)
         neg_conf_loss = tf.reduce_sum(

@@ -16,60 +16,26 @@ Differences from the original port, on purpose:
 
 Everything is vectorised over priors; ``detection_out`` runs the per-class NMS of all classes
 in one pass and stops once ``keep_top_k`` detections are certain (see :func:`multiclass_nms`),
-with results equal to one ``tf.image.non_max_suppression`` per class. :class:`DetectionOutput`
-does the same decoding in the graph (``tf.image.combined_non_max_suppression``), for models
-that go from image to detections and export as one SavedModel.
+with results equal to one ``tf.image.non_max_suppression`` per class.
+:class:`ssd_keras.ssd_layers.DetectionOutput` does the same decoding in the graph, for models that
+go from image to detections and export as one SavedModel.
+
+This module imports NumPy only. The packed layouts are :mod:`ssd_keras.layout`'s; IoU and the decoder are
+:mod:`ssd_keras.boxes`'s.
 """
 
 from __future__ import annotations
 
-import keras
 import numpy as np
-import tensorflow as tf
 
-__all__ = ["BBoxUtility", "DetectionOutput", "decode", "iou_matrix", "multiclass_nms", "nms"]
+from . import layout
+from .boxes import decode, iou_matrix
+from .checks import fraction, positive_int
 
-LOC = slice(0, 4)
+__all__ = ["BBoxUtility", "multiclass_nms", "nms", "decode", "iou_matrix"]
+
 NMS_BLOCK = 128  # candidates resolved together by multiclass_nms
 HEAD_PER_KEPT = 4  # multiclass_nms sorts about this many candidates per detection kept first
-BACKGROUND_COLUMN = 4
-
-
-def iou_matrix(boxes_a: np.ndarray, boxes_b: np.ndarray) -> np.ndarray:
-    """Intersection over union of every box of ``boxes_a`` with every box of ``boxes_b``.
-
-    Args:
-        boxes_a: ``(n, 4)`` corners (extra columns are ignored).
-        boxes_b: ``(m, 4)`` corners (extra columns are ignored).
-
-    Returns:
-        ``(n, m)`` float64 IoU in [0, 1] (0 where the union is empty).
-    """
-    b = np.asarray(boxes_b, dtype=np.float64)
-    return _iou_with_columns(boxes_a, np.ascontiguousarray(b[:, :4].T))
-
-
-def _iou_with_columns(boxes: np.ndarray, columns: np.ndarray,
-                      area: np.ndarray | None = None) -> np.ndarray:
-    """IoU of ``boxes`` ``(n, 4)`` with boxes given as corner columns ``(4, m)`` and, when
-    known, their areas ``(m,)`` all positive: the layout that makes the priors' side fast."""
-    a = np.asarray(boxes, dtype=np.float64)
-    x1, y1, x2, y2 = columns
-    width = np.minimum(a[:, 2, None], x2)
-    width -= np.maximum(a[:, 0, None], x1)
-    height = np.minimum(a[:, 3, None], y2)
-    height -= np.maximum(a[:, 1, None], y1)
-    np.maximum(width, 0.0, out=width)
-    np.maximum(height, 0.0, out=height)
-    inter = width
-    inter *= height
-    union = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None] + (
-        (x2 - x1) * (y2 - y1) if area is None else area)
-    union -= inter
-    if area is not None and (union > 0).all():
-        inter /= union
-        return inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def _descending_chunks(scores: np.ndarray, first: int):
@@ -84,18 +50,6 @@ def _descending_chunks(scores: np.ndarray, first: int):
         yield tail[np.argsort(-scores[tail], kind="stable")]
     else:
         yield np.argsort(-scores, kind="stable")
-
-
-def decode(loc, prior_corners, variances, xp=np):
-    """The SSD box decoder, written once for NumPy (``xp=np``) and Keras tensors
-    (``xp=keras.ops``): ``centre = loc_xy * prior_wh * var_xy + prior_centre``,
-    ``wh = exp(loc_wh * var_wh) * prior_wh``, corners clipped to [0, 1]. The y-centre uses the
-    prior's height (the original port used its width: a defect, fixed here)."""
-    prior_wh = prior_corners[..., 2:4] - prior_corners[..., :2]
-    prior_center = 0.5 * (prior_corners[..., 2:4] + prior_corners[..., :2])
-    center = loc[..., :2] * prior_wh * variances[..., :2] + prior_center
-    half_wh = 0.5 * xp.exp(loc[..., 2:4] * variances[..., 2:4]) * prior_wh
-    return xp.clip(xp.concatenate([center - half_wh, center + half_wh], axis=-1), 0.0, 1.0)
 
 
 def multiclass_nms(boxes: np.ndarray, scores: np.ndarray, score_threshold: float,
@@ -238,9 +192,7 @@ class BBoxUtility:
 
     @nms_thresh.setter
     def nms_thresh(self, value: float) -> None:
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f"nms_thresh must be in [0, 1], got {value}")
-        self._nms_thresh = float(value)
+        self._nms_thresh = fraction(value, "nms_thresh")
 
     @property
     def top_k(self) -> int:
@@ -248,9 +200,7 @@ class BBoxUtility:
 
     @top_k.setter
     def top_k(self, value: int) -> None:
-        if int(value) != value or value < 1:
-            raise ValueError(f"top_k must be a positive integer, got {value}")
-        self._top_k = int(value)
+        self._top_k = positive_int(value, "top_k")
 
     def _require_priors(self) -> np.ndarray:
         if self.priors is None:
@@ -361,9 +311,10 @@ class BBoxUtility:
             matched it, with the highest IoU.
         """
         priors = self._require_priors()
-        if self._background is None or self._background.shape[1] != 4 + self.num_classes + 8:
-            self._background = np.zeros((len(priors), 4 + self.num_classes + 8), np.float32)
-            self._background[:, BACKGROUND_COLUMN] = 1.0
+        columns = layout.prediction_columns(self.num_classes)
+        if self._background is None or self._background.shape[1] != columns:
+            self._background = np.zeros((len(priors), columns), np.float32)
+            self._background[:, layout.BACKGROUND_COLUMN] = 1.0
         assignment = self._background.copy()
         boxes = np.asarray(boxes, dtype=np.float64)
         if boxes.size == 0:
@@ -384,8 +335,8 @@ class BBoxUtility:
         assigned, owner = prior[positive], box[positive]
         rows = np.zeros((len(assigned), assignment.shape[1]))
         rows[:, :4] = self._encode(boxes[owner, :4], assigned)
-        rows[:, 5:-8] = boxes[owner, 4:]
-        rows[:, -8] = 1.0
+        rows[:, layout.BACKGROUND_COLUMN + 1:layout.BACKGROUND_COLUMN + self.num_classes] = boxes[owner, 4:]
+        rows[:, layout.POSITIVE_COLUMN] = 1.0
         assignment[assigned] = rows
         return assignment
 
@@ -429,15 +380,14 @@ class BBoxUtility:
         if predictions.ndim != 3:
             raise ValueError(f"predictions must be (batch, num_priors, 4 + num_classes + 8), got "
                              f"shape {predictions.shape}")
-        if predictions.shape[-1] != 4 + self.num_classes + 8:
+        if predictions.shape[-1] != layout.prediction_columns(self.num_classes):
             raise ValueError(
                 f"predictions have {predictions.shape[-1]} columns, which is "
-                f"{predictions.shape[-1] - 12} classes, but this BBoxUtility has num_classes="
-                f"{self.num_classes} (expected {4 + self.num_classes + 8} columns)")
-        decoded = self.decode_boxes(predictions[..., LOC], predictions[..., -8:-4],
-                                    predictions[..., -4:])
-        conf = predictions[..., 4:-8]
-        columns = 7 if return_indices else 6
+                f"{layout.class_count(predictions.shape[-1])} classes, but this BBoxUtility has num_classes="
+                f"{self.num_classes} (expected {layout.prediction_columns(self.num_classes)} columns)")
+        loc, conf, prior_corners, variances = layout.split_predictions(predictions)
+        decoded = self.decode_boxes(loc, prior_corners, variances)
+        columns = layout.DETECTION_COLUMNS_WITH_INDEX if return_indices else layout.DETECTION_COLUMNS
         classes = np.array([c for c in range(self.num_classes) if c != background_label_id])
         results = []
         for boxes, scores in zip(decoded, conf):
@@ -448,70 +398,3 @@ class BBoxUtility:
             results.append(rows[:, :columns].astype(np.float64))
         return results
 
-
-@keras.saving.register_keras_serializable(package="ssd_keras")
-class DetectionOutput(keras.layers.Layer):
-    """In-graph :meth:`BBoxUtility.detection_out`: decoding, per-class NMS, top detections.
-
-    Uses ``tf.image.combined_non_max_suppression`` (TensorFlow backend), so a model ending in
-    this layer exports as one SavedModel from image to detections.
-
-    Args:
-        num_classes: classes including background.
-        background_label_id, keep_top_k, confidence_threshold: as in ``detection_out``.
-        nms_thresh, top_k: as in :class:`BBoxUtility`.
-
-    Input shape: ``(batch, num_priors, 4 + num_classes + 8)`` predictions of SSD300.
-    Output shape: ``(batch, keep_top_k, 6)`` float32 rows ``[label, confidence, xmin, ymin,
-    xmax, ymax]`` sorted by confidence, padded with zero rows (label 0 never occurs in a real
-    row).
-    """
-
-    def __init__(self, num_classes: int, background_label_id: int = 0, keep_top_k: int = 200,
-                 confidence_threshold: float = 0.01, nms_thresh: float = 0.45, top_k: int = 400,
-                 **kwargs):
-        kwargs.setdefault("dtype", "float32")
-        super().__init__(**kwargs)
-        BBoxUtility(num_classes, nms_thresh=nms_thresh, top_k=top_k)  # validates them
-        if not 0 <= background_label_id < num_classes:
-            raise ValueError(f"background_label_id must be in [0, {num_classes}), "
-                             f"got {background_label_id}")
-        if keep_top_k < 1:
-            raise ValueError(f"keep_top_k must be positive, got {keep_top_k}")
-        self.num_classes = int(num_classes)
-        self.background_label_id = int(background_label_id)
-        self.keep_top_k = int(keep_top_k)
-        self.confidence_threshold = float(confidence_threshold)
-        self.nms_thresh = float(nms_thresh)
-        self.top_k = int(top_k)
-        self._classes = [c for c in range(self.num_classes) if c != self.background_label_id]
-
-    def call(self, predictions):
-        predictions = tf.convert_to_tensor(predictions, tf.float32)
-        boxes = decode(predictions[..., :4], predictions[..., -8:-4], predictions[..., -4:],
-                       keras.ops)
-        scores = tf.gather(predictions[..., 4:4 + self.num_classes], self._classes, axis=-1)
-        nmsed_boxes, nmsed_scores, nmsed_classes, valid = tf.image.combined_non_max_suppression(
-            boxes[:, :, tf.newaxis, :], scores, max_output_size_per_class=self.top_k,
-            max_total_size=self.keep_top_k, iou_threshold=self.nms_thresh,
-            score_threshold=self.confidence_threshold, pad_per_class=False, clip_boxes=False)
-        labels = tf.gather(tf.constant(self._classes, tf.float32),
-                           tf.cast(nmsed_classes, tf.int32))
-        rows = tf.concat([labels[..., tf.newaxis], nmsed_scores[..., tf.newaxis], nmsed_boxes],
-                         axis=-1)
-        real = tf.range(self.keep_top_k)[tf.newaxis, :] < valid[:, tf.newaxis]
-        rows = tf.where(real[..., tf.newaxis], rows, tf.zeros_like(rows))
-        # equal confidences in class order, as detection_out (padding rows stay last)
-        for column, sign in ((0, 1.0), (1, -1.0)):
-            order = tf.argsort(sign * rows[..., column], axis=1, stable=True)
-            rows = tf.gather(rows, order, batch_dims=1)
-        return rows
-
-    def compute_output_shape(self, input_shape):
-        return (input_shape[0], self.keep_top_k, 6)
-
-    def get_config(self):
-        return {**super().get_config(), "num_classes": self.num_classes,
-                "background_label_id": self.background_label_id, "keep_top_k": self.keep_top_k,
-                "confidence_threshold": self.confidence_threshold,
-                "nms_thresh": self.nms_thresh, "top_k": self.top_k}

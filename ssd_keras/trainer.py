@@ -19,7 +19,6 @@ folder, the other workers write to ``<out>/worker<index>``).
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import os
@@ -27,12 +26,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from .data.annotations import read_annotations
 from .data.generator import CSVGenerator
+from ._keras_compat import MultiWorkerModel
+from .checks import fraction, positive_int, positive_number
 from .plots import plot_history
+from .runs import RunFolder
 from .ssd import SSD300, prior_boxes
 from .ssd_training import MultiboxLoss
 from .ssd_utils import BBoxUtility
@@ -72,12 +73,11 @@ class TrainConfig:
     workers: int = 1
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be positive, got {self.epochs} and "
-                             f"{self.batch_size}")
-        if not self.lr > 0 or not 0 < self.lr_decay <= 1:
-            raise ValueError(f"lr must be positive and lr_decay in (0, 1], got {self.lr} and "
-                             f"{self.lr_decay}")
+        for name in ("epochs", "batch_size", "workers"):
+            setattr(self, name, positive_int(getattr(self, name), name))
+        self.lr = positive_number(self.lr, "lr")
+        self.lr_decay = fraction(self.lr_decay, "lr_decay", zero_allowed=False)
+        self.width_multiplier = positive_number(self.width_multiplier, "width_multiplier")
         if self.strategy not in (None, "mirrored", "multiworker"):
             raise ValueError(f"strategy must be 'mirrored' or 'multiworker', got {self.strategy}")
 
@@ -86,10 +86,10 @@ class _EpochHistory(keras.callbacks.Callback):
     """Writes ``history.csv`` (one row per finished epoch, keyed by epoch, so a resumed run
     neither loses nor repeats rows) and ``loss.png`` after every epoch."""
 
-    def __init__(self, folder: Path):
+    def __init__(self, run: RunFolder):
         super().__init__()
-        self.csv_path = folder / "history.csv"
-        self.plot_path = folder / "loss.png"
+        self.csv_path = run.history
+        self.plot_path = run.path / "loss.png"
 
     def _rows(self) -> dict[int, dict[str, str]]:
         if not self.csv_path.is_file():
@@ -140,7 +140,7 @@ def _strategy(name: str | None) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _run_folder(config: TrainConfig, strategy: tf.distribute.Strategy) -> Path:
+def _run_folder(config: TrainConfig, strategy: tf.distribute.Strategy) -> RunFolder:
     """The chief writes the run folder; other workers of a multi-worker run their own."""
     folder = Path(config.out)
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -148,27 +148,7 @@ def _run_folder(config: TrainConfig, strategy: tf.distribute.Strategy) -> Path:
             resolver.task_type == "worker" and resolver.task_id == 0
             and "chief" not in resolver.cluster_spec().as_dict()):
         folder = folder / f"{resolver.task_type}{resolver.task_id}"
-    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-class _MultiWorkerModel(keras.Model):
-    """The same functional model, with two work-arounds for Keras 3 under
-    ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585): it is built on a plain batch
-    (Keras builds from the first *reduced* distributed batch, which fails there), and its step
-    logs are vectors of one value (Keras reduces them along axis 0, which scalars lack)."""
-
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        x = np.zeros((1,) + tuple(self.input_shape[1:]), "float32")
-        y = np.zeros((1,) + tuple(self.output_shape[1:]), "float32")
-        with self.distribute_strategy.scope():
-            self._symbolic_build(data_batch=(x, y))
-
-    def train_step(self, data):
-        return {k: tf.reshape(v, [1]) for k, v in super().train_step(data).items()}
-
-    def test_step(self, data):
-        return {k: tf.reshape(v, [1]) for k, v in super().test_step(data).items()}
+    return RunFolder(folder).create()
 
 
 def _sharded(data: CSVGenerator | None) -> tf.data.Dataset | None:
@@ -197,7 +177,7 @@ def train(config: TrainConfig, verbose: int = 1) -> keras.callbacks.History:
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     strategy = _strategy(config.strategy)
-    folder = _run_folder(config, strategy)
+    run = _run_folder(config, strategy)
     height, width = config.input_shape[:2]
 
     _, class_names = read_annotations(config.csv, config.classes)
@@ -206,7 +186,7 @@ def train(config: TrainConfig, verbose: int = 1) -> keras.callbacks.History:
         model = SSD300(tuple(config.input_shape), num_classes=num_classes,
                        width_multiplier=config.width_multiplier)
         if config.strategy == "multiworker":
-            model = _MultiWorkerModel(model.input, model.output, name=model.name)
+            model = MultiWorkerModel(model.input, model.output, name=model.name)
         if config.weights:
             report = load_weights(model, config.weights)
             logger.info("%s", report)
@@ -232,17 +212,16 @@ def train(config: TrainConfig, verbose: int = 1) -> keras.callbacks.History:
               "replicas": strategy.num_replicas_in_sync}
     for key in ("csv", "val_csv", "weights"):
         record[key] = os.path.abspath(record[key]) if record[key] else None
-    (folder / "config.json").write_text(json.dumps(record, indent=2) + "\n")
+    run.write_config(record)
 
     nan_guard = _StopOnNaN()
     callbacks = [
         # first, so that an epoch counts as done before its history row is written
-        keras.callbacks.BackupAndRestore(str(folder / "backup")),
-        keras.callbacks.ModelCheckpoint(str(folder / "checkpoints" / "epoch_{epoch:03d}.weights.h5"),
-                                        save_weights_only=True),
+        keras.callbacks.BackupAndRestore(str(run.path / "backup")),
+        keras.callbacks.ModelCheckpoint(run.checkpoint_template, save_weights_only=True),
         keras.callbacks.LearningRateScheduler(lambda epoch: config.lr * config.lr_decay ** epoch),
         nan_guard,
-        _EpochHistory(folder),
+        _EpochHistory(run),
     ]
     history = model.fit(train_data, validation_data=val_data, epochs=config.epochs,
                         callbacks=callbacks, verbose=verbose)
@@ -251,7 +230,7 @@ def train(config: TrainConfig, verbose: int = 1) -> keras.callbacks.History:
         raise TrainingStopped(
             f"training stopped at epoch {epoch + 1}, batch {batch + 1}: the loss became {loss} "
             f"(try a lower --lr, or check the annotations); finished epochs are in "
-            f"{folder / 'history.csv'} and {folder / 'checkpoints'}")
-    model.save_weights(str(folder / "final.weights.h5"))
+            f"{run.history} and {run.checkpoints}")
+    model.save_weights(str(run.final_weights))
     return history
 

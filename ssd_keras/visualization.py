@@ -148,13 +148,13 @@ def _check_image(image: np.ndarray, name: str) -> np.ndarray:
     return image
 
 
-def _visible_detections(detections: np.ndarray, conf_thresh: float, name: str) -> np.ndarray:
-    """Rows with confidence >= ``conf_thresh``, least confident first.
+def _visible_detections(detections: np.ndarray, confidence_threshold: float, name: str) -> np.ndarray:
+    """Rows with confidence >= ``confidence_threshold``, least confident first.
 
     Args:
         detections: ``(n, 6)`` or ``(n, 7)`` detection rows; an empty array
             (any shape of size 0) means no detections.
-        conf_thresh: Minimum confidence drawn.
+        confidence_threshold: Minimum confidence drawn.
         name: Caller name for error messages.
 
     Returns:
@@ -172,7 +172,7 @@ def _visible_detections(detections: np.ndarray, conf_thresh: float, name: str) -
             f"{name}: detections must have shape (n, 6) or (n, 7) with rows "
             f"[label, confidence, xmin, ymin, xmax, ymax(, prior_index)], got shape {detections.shape}"
         )
-    keep = detections[detections[:, layout.CONFIDENCE] >= conf_thresh]
+    keep = detections[detections[:, layout.CONFIDENCE] >= confidence_threshold]
     bad = ~np.isfinite(keep[:, [0, 2, 3, 4, 5]]).all(axis=1)
     if bad.any():
         raise ValueError(f"{name}: detection with a non-finite label or box: {keep[bad][0].tolist()}")
@@ -222,14 +222,14 @@ def draw_detections(
     image: np.ndarray,
     detections: np.ndarray,
     class_names: Sequence[str],
-    conf_thresh: float = 0.0,
+    confidence_threshold: float = 0.0,
     colors: Sequence[Sequence[int]] | None = None,
     thickness: int | None = None,
     font_scale: float | None = None,
 ) -> np.ndarray:
     """Draw boxes and ``"name score"`` labels on a copy of an image with OpenCV.
 
-    Each detection with ``confidence >= conf_thresh`` gets a rectangle in its
+    Each detection with ``confidence >= confidence_threshold`` gets a rectangle in its
     class colour and, at its top-left corner, a filled label of the same
     colour with black or white text (whichever contrasts more). The label is
     above the box, or inside it when the box touches the top edge. Boxes are
@@ -242,7 +242,7 @@ def draw_detections(
             (or any empty array) draws nothing.
         class_names: Class names without background (label ``i`` is
             ``class_names[i - 1]``).
-        conf_thresh: Minimum confidence drawn.
+        confidence_threshold: Minimum confidence drawn.
         colors: RGB uint8 colours indexed by ``label - 1`` (wrapping around);
             defaults to ``class_colors(len(class_names))``.
         thickness: Box line thickness in pixels; defaults to about 1/270 of
@@ -258,7 +258,7 @@ def draw_detections(
             do not have 6 or 7 columns, or a drawn box is not finite.
     """
     image = _check_image(image, "draw_detections")
-    rows = _visible_detections(detections, conf_thresh, "draw_detections")
+    rows = _visible_detections(detections, confidence_threshold, "draw_detections")
     canvas = np.array(image, dtype=np.uint8, order="C", copy=True)
     if len(rows) == 0:
         return canvas

@@ -3,10 +3,10 @@
     python testing_utils/videotest_example.py                      # camera 0
     python testing_utils/videotest_example.py --video clip.mp4     # a file
 
-The model is the entry points' default (``ssd_keras.cli.load_detection_model``): SSD300 with the
+The model is the entry points' default (:func:`ssd_keras.models.resolve_model`): SSD300 with the
 VOC weights at ``weights/weights_SSD300.hdf5`` when present, else the embedded shapes demo model.
 ``q`` or Esc quits the window. ``videotest.py --help`` lists the other options (output video,
-headless runs, start frame, confidence threshold).
+headless runs, start frame, confidence threshold, other weights and classes).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from videotest import VideoTest, VideoSourceError, open_video
+from ssd_keras.video import VideoSourceError, VideoTest, open_video
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,10 +30,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    from ssd_keras.cli import import_tensorflow_quietly, load_detection_model
+    from ssd_keras.models import import_tensorflow_quietly, resolve_model
 
     import_tensorflow_quietly()
-    model, class_names = load_detection_model(None)  # VOC weights, else the demo model
+    model, class_names, description = resolve_model()  # VOC weights, else the demo model
+    print(f"model: {description}")
     input_shape = (300, 300, 3)
     vid_test = VideoTest(class_names, model, input_shape)
     print(vid_test.run(capture, display=not args.no_display, max_frames=args.max_frames))

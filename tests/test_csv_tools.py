@@ -14,7 +14,13 @@ import pytest
 from PIL import Image
 
 from ssd_keras.data.annotations import read_annotations, read_class_list
-from ssd_keras.data.csv_tools import CLASSES_FILENAME, folders_to_csv, images_to_csv, voc_to_csv
+from ssd_keras.data.csv_tools import (
+    CLASSES_FILENAME,
+    annotation_class_list_path,
+    folders_to_csv,
+    images_to_csv,
+    voc_to_csv,
+)
 
 
 def make_image(path: Path, width: int = 50, height: int = 40) -> Path:
@@ -54,7 +60,8 @@ def test_voc_to_csv_writes_annotation_csv_and_classes(voc: Path) -> None:
     names = voc_to_csv(voc / "Annotations", voc / "JPEGImages", out)
 
     assert names == ["cat", "dog", "person"]
-    assert (voc / CLASSES_FILENAME).read_text().splitlines() == names
+    assert (voc / "voc_classes.txt").read_text().splitlines() == names
+    assert not (voc / CLASSES_FILENAME).exists()
     assert out.read_text().splitlines() == [
         "image_path,xmin,ymin,xmax,ymax,class_name,difficult",
         "JPEGImages/000001.jpg,8,12,35,30,dog,0",
@@ -62,7 +69,7 @@ def test_voc_to_csv_writes_annotation_csv_and_classes(voc: Path) -> None:
         "JPEGImages/000002.jpg,,,,,,",
         "JPEGImages/000003.jpg,2.5,3,20,21,cat,0",
     ]
-    records, read_names = read_annotations(out, classes=voc / CLASSES_FILENAME)
+    records, read_names = read_annotations(out, classes=annotation_class_list_path(out))
     assert read_names == names
     assert [len(r["boxes"]) for r in records] == [2, 0, 1]
     np.testing.assert_array_equal(records[0]["boxes"], [[8, 12, 35, 30], [1, 1, 50, 40]])
@@ -74,7 +81,7 @@ def test_voc_to_csv_with_class_list(voc: Path, tmp_path_factory) -> None:
     out = tmp_path_factory.mktemp("elsewhere") / "sub" / "voc.csv"
     names = voc_to_csv(voc / "Annotations", voc / "JPEGImages", out, classes=["background", "person", "dog", "cat"])
     assert names == ["person", "dog", "cat"]
-    assert read_class_list(out.parent / CLASSES_FILENAME) == names
+    assert read_class_list(out.parent / "voc_classes.txt") == names
     rows = list(csv.reader(out.open()))
     assert rows[1][0] == str(voc / "JPEGImages" / "000001.jpg")  # not under the CSV folder: absolute
     records, _ = read_annotations(out, classes=names)
@@ -84,7 +91,7 @@ def test_voc_to_csv_with_class_list(voc: Path, tmp_path_factory) -> None:
 def test_voc_unknown_class_names_the_file(voc: Path) -> None:
     with pytest.raises(ValueError, match=r"000003\.xml: unknown class 'cat'"):
         voc_to_csv(voc / "Annotations", voc / "JPEGImages", voc / "out.csv", classes=["dog", "person"])
-    assert not (voc / "out.csv").exists() and not (voc / CLASSES_FILENAME).exists()
+    assert not (voc / "out.csv").exists() and not (voc / "out_classes.txt").exists()
 
 
 @pytest.mark.parametrize(("text", "match"), [
@@ -115,11 +122,29 @@ def test_voc_reports_all_bad_files_at_once(voc: Path) -> None:
 
 
 def test_voc_missing_or_empty_folder(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(FileNotFoundError, match="annotations folder not found.*nowhere"):
         voc_to_csv(tmp_path / "nowhere", tmp_path, tmp_path / "o.csv")
     (tmp_path / "Annotations").mkdir()
     with pytest.raises(ValueError, match=r"no \.xml file"):
         voc_to_csv(tmp_path / "Annotations", tmp_path, tmp_path / "o.csv")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_voc_missing_images_folder_writes_nothing(voc: Path) -> None:
+    out = voc / "out" / "voc.csv"
+    with pytest.raises(FileNotFoundError, match=r"images folder not found.*JPEGImagez"):
+        voc_to_csv(voc / "Annotations", voc / "JPEGImagez", out)
+    assert not out.parent.exists()
+
+
+def test_voc_splits_beside_each_other_keep_their_class_lists(voc: Path) -> None:
+    train = voc_to_csv(voc / "Annotations", voc / "JPEGImages", voc / "train.csv")
+    (voc / "Annotations" / "000001.xml").unlink()
+    val = voc_to_csv(voc / "Annotations", voc / "JPEGImages", voc / "val.csv")
+    assert (train, val) == (["cat", "dog", "person"], ["cat"])
+    assert annotation_class_list_path(voc / "train.csv") == voc / "train_classes.txt"
+    assert read_class_list(voc / "train_classes.txt") == train
+    assert read_class_list(voc / "val_classes.txt") == val
 
 
 # --------------------------------------------------------------------------------------------
@@ -153,6 +178,24 @@ def test_folders_to_csv(tree: Path, caplog) -> None:
         "data/dog/c.jpeg,1",
     ]
     assert "1 image(s) directly in" in caplog.text
+
+
+def test_folders_to_csv_keeps_a_class_list_another_csv_uses(tree: Path, tmp_path: Path) -> None:
+    out = tmp_path / "csvs"
+    folders_to_csv(tree, out / "train.csv")
+    folders_to_csv(tree, out / "val.csv")  # the same classes: fine
+    other = tmp_path / "other"
+    make_image(other / "mug" / "m.png")
+    with pytest.raises(ValueError, match=r"classes\.txt holds the classes cat, dog, empty_class, not mug.*train\.csv"):
+        folders_to_csv(other, out / "test.csv")
+    assert not (out / "test.csv").exists()
+    assert read_class_list(out / CLASSES_FILENAME) == ["cat", "dog", "empty_class"]
+    (out / "train.csv").unlink()
+    (out / "val.csv").unlink()
+    assert folders_to_csv(other, out / "test.csv") == ["mug"]  # no other CSV uses it any more
+    assert read_class_list(out / CLASSES_FILENAME) == ["mug"]
+    assert folders_to_csv(tree, out / "test.csv") == ["cat", "dog", "empty_class"]  # its own list: rewritten
+    assert read_class_list(out / CLASSES_FILENAME) == ["cat", "dog", "empty_class"]
 
 
 def test_folders_to_csv_outside_root_gives_absolute_paths(tree: Path, tmp_path_factory) -> None:

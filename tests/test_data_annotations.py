@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile
 
-from ssd_keras.data import annotations
+from ssd_keras import image as image_module
 from ssd_keras.data.annotations import (
     MAX_REPORTED_ERRORS,
     AnnotationError,
@@ -124,8 +124,8 @@ def test_given_class_list_sets_label_order(dataset: Path) -> None:
 
 def test_image_listed_several_times_is_read_once(dataset: Path, monkeypatch) -> None:
     probed = []
-    original = annotations._probe_image
-    monkeypatch.setattr(annotations, "_probe_image", lambda path: probed.append(path) or original(path))
+    original = image_module.probe_image
+    monkeypatch.setattr(image_module, "probe_image", lambda path: probed.append(path) or original(path))
     csv_path = write_csv(
         dataset / "t.csv",
         "img/a.jpg,1,1,5,5,dog",

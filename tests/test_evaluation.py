@@ -479,16 +479,33 @@ def test_plot_table_and_json(tmp_path):
     assert data["classes"]["1"]["name"] == "cat" and data["classes"]["1"]["precision"] == [1.0]
 
 
+def thin_run(folder, classes) -> str:
+    """A thin training run (``config.json`` beside ``final.weights.h5``) for ``classes``."""
+    folder.mkdir(parents=True)
+    SSD300(num_classes=len(classes) + 1, width_multiplier=THIN_WIDTH).save_weights(folder / "final.weights.h5")
+    (folder / "config.json").write_text(json.dumps(
+        {"classes": list(classes), "width_multiplier": THIN_WIDTH, "input_shape": [300, 300, 3]}))
+    return str(folder / "final.weights.h5")
+
+
+@pytest.fixture()
+def no_voc_weights(monkeypatch, tmp_path):
+    """No VOC weights are found: the embedded shapes model is the default."""
+    import ssd_keras.models
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(ssd_keras.models.WEIGHTS_ENV, raising=False)
+    monkeypatch.setattr(ssd_keras.models, "_CHECKOUT_WEIGHTS", tmp_path / "no_checkout_weights")
+
+
 def test_cli_evaluate_writes_table_json_and_plot(rect_csv, tmp_path, capsys):
-    weights = tmp_path / "thin.weights.h5"
-    SSD300(num_classes=3, width_multiplier=THIN_WIDTH).save_weights(weights)
+    weights = thin_run(tmp_path / "run", ["cat", "chair"])  # the run's width: no --width-multiplier
     out = tmp_path / "out"
-    code = cli.main(["evaluate", "--csv", str(rect_csv), "--weights", str(weights), "--width-multiplier",
-                     str(THIN_WIDTH), "--method", "voc07", "--iou", "0.4", "--json", str(out / "r.json"),
-                     "--plot", str(out / "pr.png"), "--quiet"])
+    code = cli.main(["evaluate", "--csv", str(rect_csv), "--weights", weights, "--method", "voc07", "--iou", "0.4",
+                     "--json", str(out / "r.json"), "--plot", str(out / "pr.png"), "--quiet"])
     stdout = capsys.readouterr().out
     assert code == 0
-    assert "weights:" in stdout and "3 images, 2 classes" in stdout
+    assert f"model: {weights}" in stdout and "model from" in stdout and "3 images, 2 classes" in stdout
     assert "mAP (voc07, IoU >= 0.4)" in stdout
     rows = {line.split()[0]: line.split() for line in stdout.splitlines() if line.split()[:1] in (["cat"], ["chair"])}
     assert rows.keys() == {"cat", "chair"} and rows["cat"][2] == "2"
@@ -499,7 +516,41 @@ def test_cli_evaluate_writes_table_json_and_plot(rect_csv, tmp_path, capsys):
     assert (out / "pr.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_cli_evaluate_warns_without_weights(rect_csv, capsys):
-    code = cli.main(["evaluate", "--csv", str(rect_csv), "--width-multiplier", str(THIN_WIDTH), "--quiet"])
+def test_cli_evaluate_maps_a_subset_of_the_model_classes_onto_its_order(rect_csv, tmp_path, capsys):
+    weights = thin_run(tmp_path / "run", ["dog", "chair", "cat"])
+    code = cli.main(["evaluate", "--csv", str(rect_csv), "--weights", weights, "--json", str(tmp_path / "r.json"),
+                     "--quiet"])
+    assert code == 0
+    assert "3 images, 2 classes of the model's 3 (the others have no ground truth" in capsys.readouterr().out
+    data = strict_json(tmp_path / "r.json")
+    assert data["class_names"] == ["dog", "chair", "cat"]
+    assert [data["classes"][k]["num_gt"] for k in ("1", "2", "3")] == [0, 2, 2]  # the CSV's labels, remapped
+    assert data["classes"]["3"]["name"] == "cat"
+
+
+def test_cli_evaluate_names_csv_classes_the_model_does_not_know(rect_csv, tmp_path, capsys):
+    weights = thin_run(tmp_path / "run", ["cat", "dog"])
+    assert cli.main(["evaluate", "--csv", str(rect_csv), "--weights", weights, "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert "classes the model does not know: chair" in err and "the model's classes: cat, dog" in err
+
+
+def test_cli_evaluate_width_contradicting_the_run_is_an_error(rect_csv, tmp_path, capsys):
+    weights = thin_run(tmp_path / "run", ["cat", "chair"])
+    assert cli.main(["evaluate", "--csv", str(rect_csv), "--weights", weights, "--width-multiplier", "0.5"]) == 1
+    assert "width multiplier 0.5" in capsys.readouterr().err
+
+
+def test_cli_evaluate_without_weights_needs_a_model_for_the_csv_classes(no_voc_weights, rect_csv, capsys):
+    assert cli.main(["evaluate", "--csv", str(rect_csv), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "does not know: cat, chair" in err and "circle, square, triangle, star" in err
+
+
+def test_cli_evaluate_allow_untrained_without_weights(no_voc_weights, rect_csv, capsys):
+    code = cli.main(["evaluate", "--csv", str(rect_csv), "--width-multiplier", str(THIN_WIDTH), "--allow-untrained",
+                     "--quiet"])
     captured = capsys.readouterr()
-    assert code == 0 and "UNTRAINED" in captured.err and "mAP (area" in captured.out
+    assert code == 0 and "UNTRAINED" in captured.err and "WARNING" in captured.err
+    assert "mAP (area" in captured.out and "3 images, 2 classes" in captured.out

@@ -448,3 +448,13 @@ def test_deprocess_input_clips_and_rounds():
     np.testing.assert_array_equal(out[0, 0], [255, 118, 0])
     # 123.68 -> 124, 116.979 -> 117, 103.939 -> 104 (rounded, not truncated).
     np.testing.assert_array_equal(out[1, 0], [124, 117, 104])
+
+
+def test_the_original_notebooks_photographs_load(original_photos):
+    """The five photographs of the original forward-pass notebook decode as RGB uint8."""
+    paths = sorted(original_photos.glob("*.jpg"))
+    assert len(paths) == 5
+    for path in paths:
+        image = load_image(path)
+        assert image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3
+        assert min(image.shape[:2]) >= 100

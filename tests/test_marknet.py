@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -11,14 +13,14 @@ import pytest
 
 from ssd_keras import cli
 from ssd_keras.data.annotations import read_annotations
-from ssd_keras.data.classification import (ClassificationAugmentation, ClassificationGenerator,
-                                           read_classification_csv)
 from ssd_keras.data.csv_tools import CLASSES_FILENAME
-from ssd_keras.data.marks import BOXES_CSV, MARK_CLASSES, MARK_SIZE_RANGE, make_mark_image, make_marks_dataset
 from ssd_keras.gradcam import GradCAM
 from ssd_keras.image import load_image, preprocess_input
-from ssd_keras.marknet import (MarkNet, classification_metrics, format_classification_report, load_marknet,
-                               marknet_preprocess, plot_confusion_matrix)
+from ssd_keras.marknet.data import ClassificationAugmentation, ClassificationGenerator, read_classification_csv
+from ssd_keras.marknet.marks import BOXES_CSV, MARK_CLASSES, MARK_SIZE_RANGE, make_mark_image, make_marks_dataset
+from ssd_keras.marknet.metrics import classification_metrics, format_classification_report, plot_confusion_matrix
+from ssd_keras.marknet.model import MarkNet, marknet_preprocess
+from ssd_keras.marknet.training import find_config, load_marknet
 
 SMALL_FILTERS = (8, 16)
 
@@ -35,6 +37,44 @@ def write_csv(path, rows, header=("image", "label")):
 def tiny_marks(tmp_path_factory):
     """24 synthetic marks at 32x32 (6 per class)."""
     return make_marks_dataset(tmp_path_factory.mktemp("tiny_marks"), 24, seed=3, size=32)
+
+
+# --------------------------------------------------------------------------------------------
+# the package
+
+
+def test_package_is_lazy_and_exports_its_modules_names():
+    code = ("import sys, ssd_keras.marknet; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported eagerly'")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    import ssd_keras.marknet as package
+    from ssd_keras.marknet import data, explain, marks, metrics, model, training
+
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    for module in (data, explain, marks, metrics, model, training):
+        for name in module.__all__:
+            if name in package.__all__:
+                assert getattr(package, name) is getattr(module, name), name
+    assert package.MarkNet is MarkNet and package.explain_marks is explain.explain_marks
+    assert package.CONFIG_FILENAME == "config.json"
+
+
+def test_old_homes_re_export_the_same_objects():
+    import ssd_keras.data as data_package
+    from ssd_keras.data import classification as old_classification
+    from ssd_keras.data import marks as old_marks
+    from ssd_keras.marknet import data, marks
+
+    for old, new in ((old_classification, data), (old_marks, marks)):
+        assert set(new.__all__) <= set(old.__all__)
+        for name in old.__all__:
+            assert getattr(old, name) is getattr(new, name), name
+    assert old_marks.MARK_SIZE_RANGE is MARK_SIZE_RANGE and old_marks.make_marks_dataset is make_marks_dataset
+    assert old_classification.ClassificationGenerator is ClassificationGenerator
+    assert data_package.ClassificationGenerator is ClassificationGenerator
+    assert data_package.make_marks_dataset is make_marks_dataset
 
 
 # --------------------------------------------------------------------------------------------
@@ -270,6 +310,30 @@ def test_training_reaches_accuracy_and_gradcam_finds_the_mark(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------
+# run folders
+
+
+def test_find_config_and_load_marknet_need_weights_and_their_config(tmp_path):
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        find_config(tmp_path / "missing.weights.h5")
+    with pytest.raises(FileNotFoundError, match="weights file not found"):
+        load_marknet(tmp_path / "missing.weights.h5")
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    weights = checkpoints / "epoch_001.weights.h5"
+    weights.write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="no config.json beside"):
+        find_config(weights)
+    (tmp_path / "config.json").write_text('{"tool": "another"}')  # not a MarkNet run: passed over
+    with pytest.raises(FileNotFoundError, match="no config.json beside"):
+        load_marknet(weights)
+    (tmp_path / "config.json").write_text('{"classes": ["a", "b"], "input_shape": [32, 32, 3]}')
+    assert find_config(weights) == tmp_path / "config.json"  # the run folder above checkpoints/
+    (checkpoints / "config.json").write_text('{"classes": ["a", "b", "c"], "input_shape": [32, 32, 3]}')
+    assert find_config(weights) == checkpoints / "config.json"  # the weights' own folder first
+
+
+# --------------------------------------------------------------------------------------------
 # command line
 
 
@@ -286,6 +350,7 @@ def test_cli_train_evaluate_explain(tiny_marks, tmp_path, capsys):
     assert len(history) == 1 and {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[0])
     assert (run / "final.weights.h5").is_file() and (run / "checkpoints" / "epoch_001.weights.h5").is_file()
     model, _ = load_marknet(run / "checkpoints" / "epoch_001.weights.h5")  # config.json one folder up
+    assert find_config(run / "checkpoints" / "epoch_001.weights.h5") == run / "config.json"
     assert model.output_shape == (None, 4)
     # a second run into the same folder would overwrite it
     assert cli.main(["marknet", "train", "--csv", str(tiny_marks), "--out", str(run), "--quiet"]) == 1

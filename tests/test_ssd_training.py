@@ -388,7 +388,7 @@ def test_training_overfits_two_images_with_both_ways_of_passing_the_loss(tmp_pat
 
 MIRRORED_SCRIPT = textwrap.dedent("""
     import json
-    from ssd_keras.cli import import_tensorflow_quietly
+    from ssd_keras.models import import_tensorflow_quietly
     import_tensorflow_quietly()
     import tensorflow as tf
     # before the runtime starts: no GPU, the CPU split into two logical devices

@@ -599,7 +599,7 @@ def test_boxes_empty_inside_the_image_raise():
 # --------------------------------------------------------------------------------------------
 
 def test_detection_output_layer_equals_detection_out():
-    from ssd_keras.ssd_utils import DetectionOutput
+    from ssd_keras.ssd_layers import DetectionOutput
 
     rng = np.random.default_rng(7)
     preds = random_predictions(rng, 3, 300)
@@ -622,7 +622,7 @@ def test_detection_output_layer_equals_detection_out():
 
 
 def test_detection_output_config_round_trip_and_validation():
-    from ssd_keras.ssd_utils import DetectionOutput
+    from ssd_keras.ssd_layers import DetectionOutput
 
     layer = DetectionOutput(5, keep_top_k=9, confidence_threshold=0.3, nms_thresh=0.5, top_k=7)
     clone = DetectionOutput.from_config(layer.get_config())

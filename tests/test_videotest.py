@@ -1,8 +1,9 @@
-"""testing_utils/videotest.py: VideoTest on a thin SSD300 and a short generated video, the CLI."""
+"""ssd_keras.video: VideoTest on a thin SSD300 and a short generated video; the script
+testing_utils/videotest.py (its command line, and its import as the README shows)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import subprocess
 import sys
 
@@ -11,10 +12,12 @@ import numpy as np
 import pytest
 
 from ssd_keras.ssd import VOC_CLASSES
+from ssd_keras.video import VideoSourceError, VideoTest
 from ssd_keras.visualization import class_colors
 from tests.conftest import REPO_ROOT
 
 TESTING_UTILS = REPO_ROOT / "testing_utils"
+SCRIPTS = ("videotest", "videotest_example")  # the modules of testing_utils/
 FRAMES, WIDTH, HEIGHT, FPS = 12, 320, 240, 10.0
 BACKGROUND_GRAY = 40
 DOG, CAT = VOC_CLASSES.index("dog") + 1, VOC_CLASSES.index("cat") + 1
@@ -22,18 +25,22 @@ DOG_BOX = (0.25, 0.4, 0.75, 0.9)  # drawn (confidence 0.9)
 CAT_BOX = (0.6, 0.1, 0.9, 0.3)  # below the threshold (confidence 0.3): not drawn
 
 
-def _load(name: str):
-    """A script of testing_utils/ as a module (registered, so that the example finds videotest)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, TESTING_UTILS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+@pytest.fixture
+def testing_utils(monkeypatch):
+    """``testing_utils/`` on sys.path, as the README's usage has it; its modules are imported
+    afresh from there and forgotten afterwards."""
+    monkeypatch.syspath_prepend(str(TESTING_UTILS))
+    for name in SCRIPTS:
+        sys.modules.pop(name, None)
+    yield importlib.import_module
+    for name in SCRIPTS:
+        sys.modules.pop(name, None)
 
 
-videotest = _load("videotest")
+@pytest.fixture
+def script(testing_utils):
+    """testing_utils/videotest.py, the command line, imported as ``videotest``."""
+    return testing_utils("videotest")
 
 
 def read_frames(path) -> list[np.ndarray]:
@@ -72,7 +79,7 @@ def source_frames(video) -> list[np.ndarray]:
 
 @pytest.fixture(scope="module")
 def video_test(thin_ssd):
-    return videotest.VideoTest(VOC_CLASSES, thin_ssd, (300, 300, 3))
+    return VideoTest(VOC_CLASSES, thin_ssd, (300, 300, 3))
 
 
 @pytest.fixture
@@ -104,7 +111,7 @@ def closest_source(frame: np.ndarray, sources: list[np.ndarray]) -> int:
 
 # ---------------------------------------------------------------------- class lists
 def test_background_entry_is_dropped(thin_ssd):
-    vt = videotest.VideoTest(["background", *VOC_CLASSES], thin_ssd, (300, 300))
+    vt = VideoTest(["background", *VOC_CLASSES], thin_ssd, (300, 300))
     assert vt.class_names == list(VOC_CLASSES)
     assert vt.num_classes == 21
 
@@ -112,18 +119,18 @@ def test_background_entry_is_dropped(thin_ssd):
 @pytest.mark.parametrize("names", [VOC_CLASSES[:5], ["background", *VOC_CLASSES[:19]], [*VOC_CLASSES, "x"]])
 def test_class_list_of_the_wrong_length_is_an_error(thin_ssd, names):
     with pytest.raises(ValueError, match=r"predicts 20 classes .* class names were given"):
-        videotest.VideoTest(names, thin_ssd)
+        VideoTest(names, thin_ssd)
 
 
 def test_input_shape_must_be_the_models(thin_ssd):
     with pytest.raises(ValueError, match="input_shape"):
-        videotest.VideoTest(VOC_CLASSES, thin_ssd, (512, 512, 3))
+        VideoTest(VOC_CLASSES, thin_ssd, (512, 512, 3))
 
 
 # ---------------------------------------------------------------------- the pipeline
 def test_run_writes_every_frame_in_order(thin_ssd, video, source_frames, tmp_path):
     out = tmp_path / "out" / "annotated.mp4"
-    vt = videotest.VideoTest(VOC_CLASSES, thin_ssd, bbox_util=FixedDetections(()), batch_size=2)
+    vt = VideoTest(VOC_CLASSES, thin_ssd, bbox_util=FixedDetections(()), batch_size=2)
     summary = vt.run(video, start_frame=3, display=False, output=out)
     assert summary.frames == FRAMES - 3
     assert summary.total_seconds > summary.model_seconds > 0
@@ -144,7 +151,7 @@ def test_max_frames(video_test, video, tmp_path):
 
 def test_detections_are_drawn_in_their_class_colour_above_the_threshold(thin_ssd, video, source_frames,
                                                                           window):
-    vt = videotest.VideoTest(VOC_CLASSES, thin_ssd, bbox_util=FixedDetections(), batch_size=3)
+    vt = VideoTest(VOC_CLASSES, thin_ssd, bbox_util=FixedDetections(), batch_size=3)
     summary = vt.run(video, conf_thresh=0.6)  # display=True, through the replaced window calls
     assert summary.frames == FRAMES and not summary.stopped_by_user
     assert summary.detections == FRAMES  # the dog in every frame, never the cat
@@ -168,18 +175,40 @@ def test_q_or_escape_quits(video_test, video, window, key):
 
 
 def test_unreadable_start_frame_is_a_source_error(video_test, video):
-    with pytest.raises(videotest.VideoSourceError, match="cannot read a frame .* at frame 50"):
+    with pytest.raises(VideoSourceError, match="cannot read a frame .* at frame 50"):
         video_test.run(video, start_frame=50, display=False)
 
 
-# ---------------------------------------------------------------------- command line
-def test_cli_writes_the_annotated_video(video, tmp_path, capsys):
+# ---------------------------------------------------------------------- the library
+def test_the_library_imports_no_tensorflow():
+    code = ("import sys; import ssd_keras.video; "
+            "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'tensorflow imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+# ---------------------------------------------------------------------- the script
+def test_readme_usage_from_testing_utils(testing_utils, thin_ssd, video, window):
+    """``VideoTest(class_names, model, input_shape).run(source)`` with ``testing_utils/`` on
+    sys.path, as the README (and the original) has it."""
+    import videotest
+
+    from ssd_keras import video as library
+
+    assert videotest.VideoTest is VideoTest and videotest.VideoSourceError is VideoSourceError
+    assert videotest.open_video is library.open_video
+    summary = videotest.VideoTest(VOC_CLASSES, thin_ssd, (300, 300, 3)).run(str(video), 9)
+    assert summary.frames == FRAMES - 9 and len(window["shown"]) == FRAMES - 9
+
+
+def test_cli_writes_the_annotated_video(script, video, tmp_path, capsys):
     out = tmp_path / "cli.mp4"
-    code = videotest.main(["--video", str(video), "--no-display", "--output", str(out),
-                           "--max-frames", "5", "--conf-thresh", "0.5"])
+    code = script.main(["--video", str(video), "--no-display", "--output", str(out),
+                        "--max-frames", "5", "--conf-thresh", "0.5"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "5 frames" in printed and "model only" in printed and "end to end" in printed
+    assert "model: " in printed  # which model ran, in words
     written = read_frames(out)
     assert len(written) == 5 and written[0].shape == (HEIGHT, WIDTH, 3)
 
@@ -189,12 +218,42 @@ def test_cli_writes_the_annotated_video(video, tmp_path, capsys):
     (["--video", "{tmp}/missing.mp4"], "video file not found: {tmp}/missing.mp4"),
     (["--video", "{tmp}/notes.txt"], "cannot open video file {tmp}/notes.txt"),
 ])
-def test_cli_unavailable_source_exits_2(tmp_path, capsys, args, message):
+def test_cli_unavailable_source_exits_2(script, tmp_path, capsys, args, message):
     (tmp_path / "notes.txt").write_text("not a video\n")
     args = [a.format(tmp=tmp_path) for a in args]
-    assert videotest.main([*args, "--no-display"]) == 2
+    assert script.main([*args, "--no-display"]) == 2
     err = capsys.readouterr().err
     assert f"error: {message.format(tmp=tmp_path)}" in err and "Traceback" not in err
+
+
+@pytest.fixture
+def shape_classes(tmp_path, monkeypatch):
+    """A class-list file that no weights were trained for (no VOC weights from the environment)."""
+    monkeypatch.delenv("SSD_KERAS_WEIGHTS", raising=False)
+    path = tmp_path / "classes.txt"
+    path.write_text("background\ncircle\nsquare\n")  # background first: accepted, dropped
+    return path
+
+
+def test_cli_custom_classes_without_weights_need_allow_untrained(script, video, shape_classes, capsys):
+    assert script.main(["--video", str(video), "--no-display", "--classes", str(shape_classes)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: no weights for the classes circle, square") and "--allow-untrained" in err
+    assert "Traceback" not in err
+
+
+def test_cli_allow_untrained_runs_an_untrained_network(script, video, shape_classes, capsys):
+    assert script.main(["--video", str(video), "--no-display", "--classes", str(shape_classes),
+                        "--allow-untrained", "--max-frames", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "model: an UNTRAINED SSD300" in printed and "1 frames" in printed
+
+
+def test_cli_missing_weights_exits_1(script, video, tmp_path, capsys):
+    missing = tmp_path / "nope.weights.h5"
+    assert script.main(["--video", str(video), "--no-display", "--weights", str(missing)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: weights file not found: {missing}") and "Traceback" not in err
 
 
 @pytest.fixture
@@ -204,8 +263,8 @@ def no_display(monkeypatch):
     monkeypatch.setattr(sys, "platform", "linux")
 
 
-def test_cli_without_a_display_asks_for_no_display(no_display, capsys):
-    assert videotest.main(["--camera", "0"]) == 2
+def test_cli_without_a_display_asks_for_no_display(script, no_display, capsys):
+    assert script.main(["--camera", "0"]) == 2
     assert "--no-display" in capsys.readouterr().err
 
 
@@ -222,7 +281,14 @@ def test_script_reports_a_missing_file_without_traceback(tmp_path):
     assert result.stderr.strip() == f"error: video file not found: {tmp_path / 'nope.mp4'}"
 
 
-def test_example_runs_headless(video, capsys):
-    example = _load("videotest_example")
+def test_script_help():
+    result = subprocess.run([sys.executable, str(TESTING_UTILS / "videotest.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0
+    assert "--allow-untrained" in result.stdout and "--classes" in result.stdout
+
+
+def test_example_runs_headless(testing_utils, video, capsys):
+    example = testing_utils("videotest_example")
     assert example.main(["--video", str(video), "--no-display", "--max-frames", "2"]) == 0
     assert "2 frames" in capsys.readouterr().out

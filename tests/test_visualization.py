@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+from ssd_keras import plots
 from ssd_keras import visualization as vis
 
 matplotlib = pytest.importorskip("matplotlib")
@@ -185,10 +186,10 @@ class TestDrawDetections:
 
     def test_below_threshold_not_drawn(self):
         detections = one_detection(conf=0.3)
-        out = vis.draw_detections(black(), detections, NAMES, conf_thresh=0.5)
+        out = vis.draw_detections(black(), detections, NAMES, confidence_threshold=0.5)
         assert (out == 0).all()
         # confidence equal to the threshold is drawn
-        out = vis.draw_detections(black(), detections, NAMES, conf_thresh=np.float32(0.3))
+        out = vis.draw_detections(black(), detections, NAMES, confidence_threshold=np.float32(0.3))
         assert is_color(out[Y0 + 30, X0], RED)
 
     def test_colour_per_class_and_seven_columns(self):
@@ -248,7 +249,7 @@ class TestPlotDetections:
         detections = np.concatenate(
             [one_detection(1, 0.87), one_detection(2, 0.6, box=[0.1, 0.1, 0.3, 0.2]), one_detection(2, 0.1)]
         )
-        out = vis.plot_detections(black(), detections, NAMES, conf_thresh=0.5, ax=ax)
+        out = plots.plot_detections(black(), detections, NAMES, confidence_threshold=0.5, ax=ax)
         assert out is ax
         rects = [p for p in ax.patches if isinstance(p, Rectangle)]
         assert len(rects) == 2
@@ -265,7 +266,7 @@ class TestPlotDetections:
     def test_creates_figure_when_no_axes(self):
         import matplotlib.pyplot as plt
 
-        ax = vis.plot_detections(black(), np.zeros((0, 6)), NAMES)
+        ax = plots.plot_detections(black(), np.zeros((0, 6)), NAMES)
         try:
             assert len(ax.patches) == 0 and len(ax.texts) == 0 and len(ax.images) == 1
         finally:
@@ -275,7 +276,7 @@ class TestPlotDetections:
         from matplotlib.figure import Figure
 
         with pytest.raises(ValueError, match="detections"):
-            vis.plot_detections(black(), np.zeros((1, 4)), NAMES, ax=Figure().subplots())
+            plots.plot_detections(black(), np.zeros((1, 4)), NAMES, ax=Figure().subplots())
 
 
 # --------------------------------------------------------------------------- heatmaps

@@ -22,15 +22,19 @@ from __future__ import annotations
 import csv
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
+from PIL import ImageFile
+
+from ..boxes import clip_boxes, to_normalized
+from ..files import atomic_open
+from ..image import probe_images as _probe_images  # noqa: F401
+from .classes import (MAX_REPORTED_ERRORS, AnnotationError, AnnotationWarning, read_class_list,  # noqa: F401
+                      write_class_list)  # the old private name; marknet's reader uses it
 
 __all__ = [
     "ANNOTATION_COLUMNS",
@@ -49,169 +53,8 @@ ANNOTATION_COLUMNS: tuple[str, ...] = ("image_path", "xmin", "ymin", "xmax", "ym
 """The required columns of the annotation CSV, in the order ``write_annotations`` writes them."""
 
 DIFFICULT_COLUMN = "difficult"
-BACKGROUND_NAME = "background"
-MAX_REPORTED_ERRORS = 20
-"""How many offending lines an error message lists before it only counts the rest."""
-
 _COORD_COLUMNS = ANNOTATION_COLUMNS[1:5]
 _BOOL_VALUES = {"0": False, "false": False, "1": True, "true": True}
-_SWAPPED_ORIENTATIONS = frozenset({5, 6, 7, 8})  # EXIF orientations whose upright image is transposed
-_MIN_IMAGES_FOR_THREADS = 8
-
-
-class AnnotationWarning(UserWarning):
-    """Annotations were read but changed on the way (for example boxes clipped to the image)."""
-
-
-class AnnotationError(ValueError):
-    """An annotation file (or class list) is invalid.
-
-    Attributes:
-        path: The offending file.
-        errors: Every problem found, one string each (``"train.csv line 7: image not found:
-            img/7.jpg"``); the message lists the first ``MAX_REPORTED_ERRORS`` of them.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], errors: Sequence[str], what: str = "annotations") -> None:
-        self.path = os.fspath(path)
-        self.errors = list(errors)
-        self.what = what
-        super().__init__(_error_summary(f"invalid {what} in {self.path}", self.errors))
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return type(self), (self.path, self.errors, self.what)
-
-
-def _error_summary(title: str, errors: Sequence[str]) -> str:
-    """``title``, the error count and the first ``MAX_REPORTED_ERRORS`` errors, one per line.
-
-    Args:
-        title: What is invalid, naming the file.
-        errors: One string per problem.
-
-    Returns:
-        A multi-line message ending with ``... and N more`` when errors were left out.
-    """
-    count = len(errors)
-    lines = [f"{title}: {count} error{'s' if count != 1 else ''}"]
-    lines += [f"  {error}" for error in errors[:MAX_REPORTED_ERRORS]]
-    if count > MAX_REPORTED_ERRORS:
-        lines.append(f"  ... and {count - MAX_REPORTED_ERRORS} more")
-    return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------
-# class lists
-
-
-def read_class_list(spec: Sequence[str] | str | os.PathLike[str]) -> list[str]:
-    """The class names of a dataset, without background.
-
-    Args:
-        spec: A list or tuple of names, or a path to a UTF-8 text file with one name per line.
-            In a file, blank lines and lines starting with ``#`` are ignored and names are
-            stripped of surrounding whitespace. A first name ``background`` (any case; the
-            original port's convention) is dropped, in files and lists alike.
-
-    Returns:
-        The names in their given order; name ``i`` is detection label ``i + 1``.
-
-    Raises:
-        FileNotFoundError: ``spec`` is a path that does not exist.
-        ValueError: The list is empty (after dropping background), holds duplicates, empty
-            names, or ``background`` in another place than the first; the message names the
-            file (or says it is the given list).
-        TypeError: ``spec`` is neither a path nor a list/tuple of strings.
-    """
-    if isinstance(spec, (str, os.PathLike)):
-        path = os.fspath(spec)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"class list file not found: {path}")
-        with open(path, encoding="utf-8-sig") as file:
-            entries = [
-                (f"line {number}", line.strip())
-                for number, line in enumerate(file, start=1)
-                if line.strip() and not line.strip().startswith("#")
-            ]
-        source = f"class list {path}"
-    elif isinstance(spec, (list, tuple)):
-        for name in spec:
-            if not isinstance(name, str):
-                raise TypeError(f"class names must be strings, got {name!r} ({type(name).__name__})")
-        entries = [(f"item {index}", name.strip()) for index, name in enumerate(spec)]
-        source = "the given class list"
-    else:
-        raise TypeError(
-            f"classes must be a list/tuple of names or a path to a class list file, got {type(spec).__name__}"
-        )
-
-    if entries and entries[0][1].lower() == BACKGROUND_NAME:
-        entries = entries[1:]
-    if not entries:
-        raise ValueError(f"{source} is empty: expected at least one class name (background excluded)")
-    problems = []
-    first_seen: dict[str, str] = {}
-    for where, name in entries:
-        if not name:
-            problems.append(f"{where}: empty class name")
-        elif name.lower() == BACKGROUND_NAME:
-            problems.append(f"{where}: {name!r} is reserved for label 0 and may only be the first name")
-        elif name in first_seen:
-            problems.append(f"{where}: duplicate class name {name!r} (first at {first_seen[name]})")
-        else:
-            first_seen[name] = where
-    if problems:
-        raise ValueError(f"invalid {source}: " + "; ".join(problems))
-    return [name for _, name in entries]
-
-
-# --------------------------------------------------------------------------------------------
-# images
-
-
-def _probe_image(path: str) -> tuple[int, int] | str:
-    """The upright ``(width, height)`` of an image file, or why it cannot be used.
-
-    The image is fully decoded, because a header read (or Pillow's ``verify()``, which does not
-    check JPEG data) accepts truncated JPEGs that ``load_image`` would later reject. JPEGs are
-    decoded at 1/8 scale (``Image.draft``): the whole entropy-coded stream is still read, so
-    truncation is still found, at a fraction of the cost.
-    """
-    try:
-        if os.path.isdir(path):
-            return "is a directory, not an image file"
-        if os.path.getsize(path) == 0:
-            return "the file is empty"
-        with Image.open(path) as image:
-            width, height = image.size
-            if image.format == "JPEG":
-                image.draft(None, (max(1, width // 8), max(1, height // 8)))
-            image.load()
-            if image.mode == "F":
-                return "32-bit floating-point images are not supported"
-            try:
-                orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
-            except Exception as exc:  # noqa: BLE001 - load_image ignores malformed EXIF too
-                logger.warning("ignoring unreadable EXIF data in %r: %s", path, exc)
-                orientation = 1
-    except UnidentifiedImageError:
-        return "not an image file in a format Pillow can read"
-    except MemoryError:
-        raise
-    except Exception as exc:  # Pillow raises many types on corrupt data.
-        return f"the file is truncated or corrupt ({type(exc).__name__}: {exc})"
-    if orientation in _SWAPPED_ORIENTATIONS:
-        width, height = height, width
-    return width, height
-
-
-def _probe_images(paths: Sequence[str]) -> list[tuple[int, int] | str]:
-    """``_probe_image`` over many files, in threads (Pillow decodes without the GIL)."""
-    if len(paths) < _MIN_IMAGES_FOR_THREADS:
-        return [_probe_image(path) for path in paths]
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(_probe_image, paths, chunksize=16))
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,8 +272,7 @@ def _build_records(
             continue
         width, height = size
         boxes = np.array([box[1] for box in image.boxes], dtype=np.float32).reshape(-1, 4)
-        limits = np.array([width, height, width, height], dtype=np.float32)
-        inside = np.clip(boxes, 0, limits)
+        inside = clip_boxes(boxes, width, height)
         clipped += int(np.count_nonzero(np.any(inside != boxes, axis=1)))
         for row in np.flatnonzero((inside[:, 0] >= inside[:, 2]) | (inside[:, 1] >= inside[:, 3])):
             xmin, ymin, xmax, ymax = boxes[row]
@@ -470,32 +312,11 @@ def _csv_relative_path(image_path: str | os.PathLike[str], csv_dir: str | os.Pat
 
 def _write_rows_atomically(path: str | os.PathLike[str], header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
     """Writes a CSV through a temporary file and a rename, so a failure never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8", newline="") as file:
-            writer = csv.writer(file, lineterminator="\n")
-            writer.writerow(header)
-            writer.writerows(rows)
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-    return path
-
-
-def write_class_list(class_names: Sequence[str], path: str | os.PathLike[str]) -> Path:
-    """Writes one class name per line (no background), as ``read_class_list`` reads them back."""
-    for name in class_names:
-        if name != name.strip() or not name or name.startswith("#") or "\n" in name or "\r" in name:
-            raise ValueError(f"class name {name!r} cannot be written to a class list file "
-                             "(empty, surrounding whitespace, a line break or a leading '#')")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{name}\n" for name in class_names), encoding="utf-8")
-    return path
+    with atomic_open(path, newline="") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+    return Path(path)
 
 
 def _record_rows(record: Mapping[str, Any], index: int, class_names: Sequence[str], csv_dir: str) -> list[list[str]]:
@@ -594,6 +415,6 @@ def to_normalized_targets(record: Mapping[str, Any], num_classes: int) -> np.nda
         raise ValueError(f"{record.get('image_path', 'record')}: labels must be in [1, {num_classes - 1}] "
                          f"for num_classes={num_classes} (0 is background), got {labels.tolist()}")
     targets = np.zeros((len(boxes), 4 + num_classes - 1), dtype=np.float32)
-    targets[:, :4] = boxes / np.array([width, height, width, height], dtype=np.float32)
+    targets[:, :4] = to_normalized(boxes, width, height, np.float32)
     targets[np.arange(len(labels)), 3 + labels] = 1.0
     return targets

@@ -75,6 +75,10 @@ class Augmentation:
                              f"got {self.aspect_ratio_range}")
 
 
+DEFAULT_AUGMENTATION = Augmentation()
+"""The original port's augmentations (the default of :func:`augment`)."""
+
+
 def random_sized_crop(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
                       area_range=(0.75, 1.0), aspect_range=(3.0 / 4.0, 4.0 / 3.0)):
     """Crops a random window of the image, as the original.
@@ -185,7 +189,7 @@ def vertical_flip(image: np.ndarray, boxes: np.ndarray):
 
 
 def augment(image: np.ndarray, boxes: np.ndarray, rng: np.random.Generator,
-            size: tuple[int, int], config: Augmentation | None = Augmentation()):
+            size: tuple[int, int], config: Augmentation | None = DEFAULT_AUGMENTATION):
     """One training example through the whole chain (or, with ``config=None``, resize only).
 
     Args:

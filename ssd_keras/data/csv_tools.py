@@ -6,10 +6,14 @@
 - ``images_to_csv``: a folder of unannotated images -> the annotation CSV with one empty-box row
   per image (for inference or later labelling).
 
-Each writes its CSV through a temporary file and a rename, and the class importers write
-``classes.txt`` (one name per line, no background) beside it. Image paths are written relative to
-the CSV's folder when the image lies under it, absolute otherwise. This module does not import
-TensorFlow.
+Each writes its CSV through a temporary file and a rename, and the class importers write the class
+list (one name per line, no background) beside it: ``folders_to_csv`` as ``classes.txt``, the file
+the classification CSV's labels index (``ssd_keras.data.classification`` reads it from there; an
+existing ``classes.txt`` with other classes is not overwritten while another CSV lies beside it),
+``voc_to_csv`` as ``<csv stem>_classes.txt`` (``train.csv`` -> ``train_classes.txt``), so that
+converting a validation split beside a training split keeps both lists. Image paths are written
+relative to the CSV's folder when the image lies under it, absolute otherwise. Folders are checked
+before anything is written. This module does not import TensorFlow.
 """
 
 from __future__ import annotations
@@ -25,17 +29,17 @@ from ssd_keras.data.annotations import (
     ANNOTATION_COLUMNS,
     DIFFICULT_COLUMN,
     _csv_relative_path,
-    _error_summary,
     _format_coordinate,
     _write_rows_atomically,
-    read_class_list,
-    write_class_list,
 )
+from ssd_keras.data.classes import _error_summary, read_class_list, write_class_list
 
 __all__ = [
     "CLASSES_FILENAME",
+    "CLASS_LIST_SUFFIX",
     "CLASSIFICATION_COLUMNS",
     "IMAGE_EXTENSIONS",
+    "annotation_class_list_path",
     "folders_to_csv",
     "images_to_csv",
     "voc_to_csv",
@@ -47,7 +51,11 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 """File extensions taken as images (compared in lower case)."""
 
 CLASSES_FILENAME = "classes.txt"
-"""The class list written beside each CSV (one name per line, background excluded)."""
+"""The class list of the classification CSVs of a folder (one name per line, background excluded):
+their 0-based labels index it. Written by ``folders_to_csv``."""
+
+CLASS_LIST_SUFFIX = "_classes.txt"
+"""``voc_to_csv`` writes the class list of ``NAME.csv`` as ``NAME_classes.txt`` beside it."""
 
 CLASSIFICATION_COLUMNS: tuple[str, ...] = ("image", "label")
 """Header of the classification CSV; ``label`` is a 0-based index into the class list."""
@@ -79,8 +87,39 @@ def _require_dir(path: str | os.PathLike[str], what: str) -> Path:
     return path
 
 
-def _write_class_list_beside(out_csv: str | os.PathLike[str], class_names: Sequence[str]) -> None:
-    write_class_list(class_names, Path(out_csv).parent / CLASSES_FILENAME)
+def annotation_class_list_path(csv_path: str | os.PathLike[str]) -> Path:
+    """Where ``voc_to_csv`` writes the class list of the annotation CSV ``csv_path``:
+    ``<folder>/<csv stem>_classes.txt`` (``train.csv`` -> ``train_classes.txt``)."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(csv_path.stem + CLASS_LIST_SUFFIX)
+
+
+def _check_shared_class_list(out_csv: str | os.PathLike[str], class_names: Sequence[str]) -> Path:
+    """``classes.txt`` beside ``out_csv``, after checking that writing ``class_names`` there
+    changes no class list that another CSV of the folder relies on.
+
+    Raises:
+        ValueError: ``classes.txt`` exists with other classes (or is unreadable) and another CSV
+            lies in the folder.
+    """
+    out_csv = Path(out_csv).absolute()
+    path = out_csv.parent / CLASSES_FILENAME
+    if not path.is_file():
+        return path
+    try:
+        existing = read_class_list(path)
+    except ValueError:
+        existing = None
+    if existing == list(class_names):
+        return path
+    others = sorted(p.name for p in out_csv.parent.glob("*.csv") if p.name != out_csv.name)
+    if others:
+        listed = "an unreadable list" if existing is None else f"the classes {', '.join(existing)}"
+        raise ValueError(
+            f"{path} holds {listed}, not {', '.join(class_names)}, and the labels of other CSVs "
+            f"beside it ({', '.join(others)}) may index it: write {out_csv.name} to its own folder, "
+            f"or remove {path} first if no CSV there uses it")
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -151,21 +190,23 @@ def voc_to_csv(
     Args:
         annotations_dir: Folder of VOC XML files (``Annotations/``).
         images_dir: Folder of the images (``JPEGImages/``).
-        out_csv: The CSV to write; ``classes.txt`` is written beside it.
+        out_csv: The CSV to write; its class list is written beside it as
+            ``<csv stem>_classes.txt`` (:func:`annotation_class_list_path`).
         classes: The class list (names or a file, see ``read_class_list``), or ``None`` for the
             sorted distinct object names.
 
     Returns:
-        The class names (without background), as written to ``classes.txt``.
+        The class names (without background), as written to the class list.
 
     Raises:
-        FileNotFoundError: A folder (or the class list file) does not exist.
+        FileNotFoundError: A folder (annotations or images) or the class list file does not
+            exist. Nothing is written then.
         ValueError: No XML file; or, in one message listing them all, XML files that are
             malformed, miss elements, hold non-numeric coordinates or names outside ``classes``.
             Nothing is written then.
     """
     annotations_dir = _require_dir(annotations_dir, "VOC annotations folder")
-    images_dir = Path(images_dir)
+    images_dir = _require_dir(images_dir, "VOC images folder")
     given = None if classes is None else read_class_list(classes)
     xml_files = sorted(path for path in annotations_dir.iterdir() if path.suffix.lower() == ".xml")
     if not xml_files:
@@ -192,7 +233,7 @@ def voc_to_csv(
         if not objects:
             rows.append([shown, "", "", "", "", "", ""])
     _write_rows_atomically(out_csv, (*ANNOTATION_COLUMNS, DIFFICULT_COLUMN), rows)
-    _write_class_list_beside(out_csv, class_names)
+    write_class_list(class_names, annotation_class_list_path(out_csv))
     logger.info("wrote %d rows from %d VOC files to %s", len(rows), len(xml_files), out_csv)
     return class_names
 
@@ -220,7 +261,9 @@ def folders_to_csv(root: str | os.PathLike[str], out_csv: str | os.PathLike[str]
 
     Raises:
         FileNotFoundError: ``root`` does not exist.
-        ValueError: ``root`` has no class folder, or no image in any.
+        ValueError: ``root`` has no class folder, or no image in any; or a ``classes.txt`` with
+            other classes lies beside ``out_csv`` together with another CSV (its labels may index
+            it). Nothing is written then.
     """
     root = _require_dir(root, "image folder tree")
     class_names = sorted(path.name for path in root.iterdir() if path.is_dir() and not path.name.startswith("."))
@@ -237,8 +280,9 @@ def folders_to_csv(root: str | os.PathLike[str], out_csv: str | os.PathLike[str]
     ]
     if not rows:
         raise ValueError(f"no image in the class folders of {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    class_list = _check_shared_class_list(out_csv, class_names)
     _write_rows_atomically(out_csv, CLASSIFICATION_COLUMNS, rows)
-    _write_class_list_beside(out_csv, class_names)
+    write_class_list(class_names, class_list)
     return class_names
 
 

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from ..boxes import to_normalized
 from ..image import load_image, preprocess_input
 from ..ssd_utils import BBoxUtility
 from .annotations import read_annotations
@@ -118,7 +119,7 @@ class CSVGenerator(SeededBatches):
         record = self.records[index]
         image = load_image(record["image_path"])
         height, width = image.shape[:2]
-        boxes = record["boxes"].reshape(-1, 4) / np.array([width, height, width, height])
+        boxes = to_normalized(record["boxes"].reshape(-1, 4), width, height)
         rng = np.random.default_rng([self.seed, epoch, index])
         image, boxes, kept = augment(image, boxes, rng, self.image_size, self.augmentation)
         targets = np.hstack([boxes, self._one_hot[record["labels"][kept]]])

@@ -45,7 +45,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .annotations import ANNOTATION_COLUMNS, write_class_list
+from ..boxes import to_normalized
+from ..checks import integer
+from .annotations import ANNOTATION_COLUMNS
+from .classes import write_class_list
 
 __all__ = [
     "MIN_VISIBLE_FRACTION",
@@ -261,7 +264,7 @@ def draw_shape(
     is_circle = kind == "circle"
     _rasterise(image, geometry, is_circle, tuple(int(c) for c in color), cv2.LINE_AA)
     height, width = image.shape[:2]
-    return _visible_box(geometry, is_circle, width, height) / np.array([width, height, width, height], np.float64)
+    return to_normalized(_visible_box(geometry, is_circle, width, height), width, height)
 
 
 # --------------------------------------------------------------------------------------------
@@ -298,10 +301,8 @@ def _contrasting_color(rng: np.random.Generator, local_mean: np.ndarray) -> tupl
 
 def _check_scene_args(size: int, max_objects: int) -> None:
     """Raises ``ValueError`` for an image size or object count ``make_scene`` cannot use."""
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < _MIN_IMAGE_SIZE:
-        raise ValueError(f"size must be an integer >= {_MIN_IMAGE_SIZE}, got {size!r}")
-    if isinstance(max_objects, bool) or not isinstance(max_objects, (int, np.integer)) or max_objects < 0:
-        raise ValueError(f"max_objects must be an integer >= 0, got {max_objects!r}")
+    integer(size, "size", _MIN_IMAGE_SIZE)
+    integer(max_objects, "max_objects", 0)
 
 
 def make_scene(
@@ -427,10 +428,8 @@ def make_shapes_dataset(
             false (the message names the folder).
         OSError: An image could not be written (the message names it).
     """
-    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 0:
-        raise ValueError(f"n_images must be an integer >= 0, got {n_images!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+    integer(n_images, "n_images", 0)
+    integer(seed, "seed", 0)
     if image_format not in _IMAGE_FORMATS:
         raise ValueError(f"image_format must be one of {', '.join(_IMAGE_FORMATS)}, got {image_format!r}")
     _check_scene_args(size, max_objects)

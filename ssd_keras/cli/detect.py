@@ -1,0 +1,124 @@
+"""``detect``: SSD300 on images; annotated PNGs, ``detections.csv`` and ``detections.json``."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from ._common import add_command, add_model_options, load_model, probability
+
+__all__ = ["add_parser", "run", "expand_image_arguments", "CSV_COLUMNS"]
+
+PER_IMAGE_LINES = 10  # a line per image up to this many images, then a progress bar
+CSV_COLUMNS = ("image_path", "class_name", "score", "xmin", "ymin", "xmax", "ymax")
+EXAMPLES = (
+    "%(prog)s photo.jpg photos/ 'more/*.png' --out detections",
+    "%(prog)s scene.png --weights runs/mine/final.weights.h5 --conf-thresh 0.5"
+    "   # the run's config.json gives classes and width",
+)
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    parser = add_command(
+        commands, "detect", help="detect objects in images",
+        description="Run SSD300 on images; write one annotated PNG per image, detections.csv (image, "
+                    "class, score, pixel box) and detections.json to --out. Without weights: the VOC "
+                    "weights when present, else the embedded shapes model (it says which).",
+        examples=EXAMPLES)
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images or glob patterns")
+    add_model_options(parser, "the embedded shapes model")
+    parser.add_argument("--out", default="detections", metavar="DIR", help="output folder (default: %(default)s)")
+    parser.add_argument("--conf-thresh", type=probability, default=0.6,
+                        help="minimum confidence of a detection, in [0, 1] (default: %(default)s)")
+    parser.add_argument("--nms-thresh", type=probability, default=0.45,
+                        help="IoU threshold of non-maximum suppression, in [0, 1] (default: %(default)s)")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def expand_image_arguments(arguments: Sequence[str]) -> list[Path]:
+    """Files as given, folders as the image files in them (sorted, not recursive), glob
+    patterns as their matches (sorted). A folder or pattern that matches nothing raises
+    FileNotFoundError; a missing file is reported when it is loaded."""
+    from ..data.csv_tools import IMAGE_EXTENSIONS
+
+    paths = []
+    for argument in arguments:
+        if os.path.isdir(argument):
+            found = sorted(p for p in Path(argument).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        elif glob.has_magic(argument):
+            found = [Path(p) for p in sorted(glob.glob(argument)) if os.path.isfile(p)]
+        else:
+            found = [Path(argument)]
+        if not found:
+            raise FileNotFoundError(f"no image files in {argument}")
+        paths += found
+    return paths
+
+
+def _unique_output(out_dir: Path, image_path: Path, taken: set[str]) -> Path:
+    """``out_dir/<stem>.png``, or ``<stem>_2.png``, ... when another image had that stem."""
+    stem, k = image_path.stem, 1
+    name = f"{stem}.png"
+    while name in taken:
+        k += 1
+        name = f"{stem}_{k}.png"
+    taken.add(name)
+    return out_dir / name
+
+
+def run(args: argparse.Namespace) -> int:
+    paths = expand_image_arguments(args.images)
+    model, class_names, _ = load_model(args)
+    import keras
+
+    from .. import layout
+    from ..boxes import to_pixels
+    from ..image import load_image
+    from ..ssd import detect
+    from ..ssd_utils import BBoxUtility
+    from ..visualization import draw_detections, save_image
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    bbox_util = BBoxUtility(layout.num_classes_of(model), nms_thresh=args.nms_thresh)
+    failures, rows, records, taken = 0, [], [], set()
+    progress = keras.utils.Progbar(len(paths)) if len(paths) > PER_IMAGE_LINES else None
+    for k, path in enumerate(paths):
+        try:
+            image = load_image(path)
+        except (OSError, ValueError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            failures += 1
+            continue
+        detections = detect(model, [image], bbox_util, confidence_threshold=args.conf_thresh)[0]
+        height, width = image.shape[:2]
+        out_path = _unique_output(out_dir, path, taken)
+        save_image(out_path, draw_detections(image, detections, class_names))
+        found = []
+        pixels = to_pixels(detections[:, layout.BOX], width, height) if len(detections) else []
+        for row, box in zip(detections, pixels):
+            name, score = class_names[int(row[layout.LABEL]) - 1], float(row[layout.CONFIDENCE])
+            found.append({"class_name": name, "score": round(score, 4), "box": [round(float(v), 1) for v in box]})
+            rows.append([str(path), name, f"{score:.4f}", *(f"{v:.1f}" for v in box)])
+        records.append({"image_path": str(path), "width": width, "height": height, "annotated": str(out_path),
+                        "detections": found})
+        if progress is None:
+            print(f"{path}: {len(detections)} detections -> {out_path}")
+        else:
+            progress.update(k + 1)
+
+    csv_path = out_dir / "detections.csv"
+    with open(csv_path, "w", newline="", encoding="utf8") as f:
+        writer = csv.writer(f)
+        writer.writerow(CSV_COLUMNS)
+        writer.writerows(rows)
+    (out_dir / "detections.json").write_text(json.dumps(records, indent=1) + "\n")
+    print(f"{len(rows)} detections in {len(paths) - failures} images -> {csv_path} and detections.json")
+    return 1 if failures else 0

@@ -1,0 +1,90 @@
+"""``train``: SSD300 on an annotation CSV, into a resumable run folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ._common import add_command, class_list, nonzero_fraction, positive_float, positive_int
+
+__all__ = ["add_parser", "run", "CPU_DEVICES_ENV"]
+
+CPU_DEVICES_ENV = "SSD_KERAS_CPU_DEVICES"
+"""Set to N to split the CPU into N logical devices, so that ``--strategy mirrored`` runs (and is
+tested) on a machine without GPUs."""
+EXAMPLES = (
+    "%(prog)s --csv train.csv --val-csv val.csv --out runs/mine --epochs 30 --seed 0",
+    "%(prog)s --csv train.csv --out runs/ft --weights weights/weights_SSD300.hdf5 --freeze original "
+    "--lr-decay 0.9",
+)
+
+
+def add_parser(commands) -> argparse.ArgumentParser:
+    parser = add_command(
+        commands, "train", help="train SSD300 on an annotation CSV",
+        description="Train SSD300 with MultiboxLoss on an annotation CSV. Writes config.json, history.csv, "
+                    "loss.png, checkpoints/epoch_NNN.weights.h5 and final.weights.h5 to --out; run the "
+                    "same command again to resume a run that was killed.",
+        examples=EXAMPLES)
+    parser.add_argument("--csv", required=True, help="training annotation CSV")
+    parser.add_argument("--val-csv", help="validation annotation CSV")
+    parser.add_argument("--out", required=True, metavar="DIR", help="run folder (runs/NAME)")
+    parser.add_argument("--weights", metavar="PATH",
+                        help="initial weights (e.g. weights/weights_SSD300.hdf5 to fine-tune)")
+    parser.add_argument("--classes", metavar="voc|FILE",
+                        help="class list file or 'voc' (default: the CSV's sorted class names)")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="default: %(default)s")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="default: %(default)s")
+    parser.add_argument("--lr", type=positive_float, default=3e-4, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--lr-decay", type=nonzero_fraction, default=1.0,
+                        help="multiply the learning rate by this every epoch (default: %(default)s; the "
+                             "original notebook used 0.9)")
+    parser.add_argument("--width-multiplier", type=positive_float, default=1.0,
+                        help="channel width of SSD300 (default: %(default)s, the original)")
+    parser.add_argument("--input-size", type=positive_int, default=300, help="default: %(default)s")
+    parser.add_argument("--freeze", metavar="LAYER,...",
+                        help="comma-separated layers to freeze; 'original' stands for the original "
+                             "notebook's conv1_1 .. pool3 (for fine-tuning from VOC weights). Default: "
+                             "nothing is frozen")
+    parser.add_argument("--strategy", choices=["mirrored", "multiworker"],
+                        help="tf.distribute strategy: all local GPUs, or the workers of TF_CONFIG")
+    parser.add_argument("--seed", type=int, help="seed for weights, order and augmentation")
+    parser.add_argument("--workers", type=positive_int, default=1, help="data loading threads (default: %(default)s)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _split_cpu(count: int) -> None:
+    """Splits the CPU into ``count`` logical devices (before TensorFlow's runtime starts)."""
+    import tensorflow as tf
+
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    if os.environ.get(CPU_DEVICES_ENV):
+        _split_cpu(int(os.environ[CPU_DEVICES_ENV]))
+    classes = class_list(args.classes)
+    from ..trainer import ORIGINAL_FREEZE, TrainConfig, TrainingStopped, train
+
+    freeze = []
+    for name in filter(None, (part.strip() for part in (args.freeze or "").split(","))):
+        freeze += list(ORIGINAL_FREEZE) if name == "original" else [name]
+    size = args.input_size
+    config = TrainConfig(csv=args.csv, out=args.out, val_csv=args.val_csv, weights=args.weights, classes=classes,
+                         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
+                         width_multiplier=args.width_multiplier, input_shape=(size, size, 3), freeze=freeze,
+                         strategy=args.strategy, seed=args.seed, workers=args.workers)
+    try:
+        train(config, verbose=0 if args.quiet else 1)
+    except TrainingStopped as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"done: {args.out}/final.weights.h5, history in {args.out}/history.csv")
+    return 0
