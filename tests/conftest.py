@@ -52,3 +52,27 @@ def sample_image() -> np.ndarray:
     from ssd_keras.image import load_image
 
     return load_image(matplotlib.cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
+
+
+def assert_same_detections(got: np.ndarray, expected: np.ndarray, atol: float = 1e-5) -> None:
+    """Detection rows ``[label, confidence, box...]`` equal up to ``atol``, whatever the order of
+    rows whose confidences tie within ``atol``.
+
+    Two computations of the same detections (another kernel, batch or CPU) round scores
+    differently in the last bits, so near-equal scores may swap places, and a row tied with the
+    last kept one may be kept by one and not the other. So: the confidence columns are equal in
+    order; each row is matched to a row of the other side of the same label, confidence and box;
+    only rows tied with the lowest kept confidence may go unmatched.
+    """
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    assert got.shape == expected.shape, (got.shape, expected.shape)
+    np.testing.assert_allclose(got[:, 1], expected[:, 1], atol=atol)
+    unmatched = list(range(len(got)))
+    floor = expected[:, 1].min() if len(expected) else 0.0
+    for row in expected:
+        close = [i for i in unmatched if np.allclose(got[i], row, atol=atol, rtol=0)]
+        if close:
+            unmatched.remove(close[0])
+        else:
+            assert row[1] <= floor + atol, f"no row matches {row.tolist()}"
+    assert all(got[i, 1] <= floor + atol for i in unmatched), [got[i].tolist() for i in unmatched]

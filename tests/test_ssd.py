@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ssd_keras.ssd import SSD300, prior_boxes
+from tests.conftest import assert_same_detections
 
 # Kernel shapes of the original port at width 1.0 and 21 classes (from its architecture).
 ORIGINAL_KERNELS = {
@@ -168,7 +169,8 @@ def test_with_detection_output_equals_detection_out(thin_ssd, decoding_model, tw
                                              keep_top_k=50, confidence_threshold=0.05)
     for rows, got in zip(expected, detections):
         assert len(rows) > 0
-        np.testing.assert_allclose(got[:len(rows)], rows, atol=1e-5)
+        # two forward passes round the near-tied scores of an untrained net differently
+        assert_same_detections(got[:len(rows)], rows, atol=1e-5)
         assert (got[len(rows):] == 0).all()
 
 
