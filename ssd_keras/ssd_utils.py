@@ -398,3 +398,11 @@ class BBoxUtility:
             results.append(rows[:, :columns].astype(np.float64))
         return results
 
+
+
+def __getattr__(name: str):
+    if name == "DetectionOutput":  # its home before the layer moved beside the other layers
+        from .ssd_layers import DetectionOutput
+
+        return DetectionOutput
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
