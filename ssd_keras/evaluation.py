@@ -29,26 +29,29 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 from .data.annotations import read_annotations
 from .image import load_image
-from .ssd import detect
 from .plots import class_name, plot_pr_curves  # noqa: F401  (plot_pr_curves: re-exported, its old home)
 from . import layout
 from .boxes import iou_matrix, to_normalized
 from .ssd_utils import BBoxUtility
 
+if TYPE_CHECKING:  # Keras is imported where a model runs: scoring saved detections needs no TensorFlow
+    import keras
+
 __all__ = [
     "AP_METHODS",
     "average_precision",
+    "detect_records",
     "evaluate_detections",
     "evaluate_model",
     "evaluate_records",
     "format_results",
+    "normalized_annotations",
     "plot_pr_curves",
     "save_results_json",
 ]
@@ -255,6 +258,61 @@ def evaluate_detections(detections: Sequence[np.ndarray], annotations: Sequence[
             "iou_threshold": float(iou_threshold), "num_images": len(rows), "classes": classes}
 
 
+def detect(model: keras.Model, images: Sequence[np.ndarray], bbox_util: BBoxUtility | None = None,
+           **kwargs: Any) -> list[np.ndarray]:
+    """:func:`ssd_keras.ssd.detect`, imported when called (it imports Keras)."""
+    from .ssd import detect as ssd_detect
+
+    return ssd_detect(model, images, bbox_util, **kwargs)
+
+
+def detect_records(model: keras.Model, records: Sequence[Mapping[str, Any]], bbox_util: BBoxUtility | None = None,
+                   batch_size: int = 8, verbose: int = 1, confidence_threshold: float = 0.01) -> list[np.ndarray]:
+    """Runs an SSD model over the images of records: their detection rows (normalised boxes).
+
+    Args:
+        model: an SSD model (``SSD300``).
+        records: as :func:`ssd_keras.data.annotations.read_annotations` returns them (only
+            ``image_path`` is used).
+        bbox_util: decoder (its ``nms_thresh`` and ``top_k`` apply); by default ``BBoxUtility``
+            for the model's classes.
+        batch_size: images loaded and predicted together.
+        verbose: 0 silent, 1 a ``keras.utils.Progbar`` (2: one line at the end).
+        confidence_threshold: minimum confidence of a detection (0.01 as in the SSD paper's
+            evaluation; at most 200 detections per image).
+
+    Returns:
+        One ``(k, 6)`` array of rows ``[label, confidence, xmin, ymin, xmax, ymax]`` per record.
+
+    Raises:
+        ImageLoadError: an image cannot be read.
+    """
+    if bbox_util is None:
+        bbox_util = BBoxUtility(layout.num_classes_of(model))
+    progbar = None
+    if verbose:
+        import keras
+
+        progbar = keras.utils.Progbar(len(records), verbose=verbose, unit_name="image")
+    detections = []
+    for start in range(0, len(records), batch_size):
+        batch = records[start:start + batch_size]
+        images = [load_image(record["image_path"]) for record in batch]
+        detections += detect(model, images, bbox_util, confidence_threshold=confidence_threshold,
+                             batch_size=batch_size)
+        if progbar is not None:
+            progbar.add(len(batch))
+    return detections
+
+
+def normalized_annotations(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The ground truth of records as :func:`evaluate_detections` takes it: boxes divided by each
+    image's width and height (``labels`` and ``difficult`` as they are)."""
+    return [{"boxes": to_normalized(np.asarray(record["boxes"], np.float64).reshape(-1, 4), record["width"],
+                                    record["height"]),
+             "labels": record["labels"], "difficult": record.get("difficult")} for record in records]
+
+
 def evaluate_records(model: keras.Model, records: Sequence[Mapping[str, Any]], class_names: Sequence[str],
                      bbox_util: BBoxUtility | None = None, batch_size: int = 8, verbose: int = 1,
                      confidence_threshold: float = 0.01, iou_threshold: float = 0.5,
@@ -266,12 +324,7 @@ def evaluate_records(model: keras.Model, records: Sequence[Mapping[str, Any]], c
         records: as :func:`ssd_keras.data.annotations.read_annotations` returns them (pixel
             boxes, ``width``/``height``, 1-based labels, ``difficult``).
         class_names: the class names without background (label ``i + 1`` is name ``i``).
-        bbox_util: decoder (its ``nms_thresh`` and ``top_k`` apply); by default
-            ``BBoxUtility(len(class_names) + 1)``.
-        batch_size: images loaded and predicted together.
-        verbose: 0 silent, 1 a ``keras.utils.Progbar`` (2: one line at the end).
-        confidence_threshold: minimum confidence of a detection (0.01 as in the SSD paper's
-            evaluation; at most 200 detections per image).
+        bbox_util, batch_size, verbose, confidence_threshold: see :func:`detect_records`.
         iou_threshold, method: see :func:`evaluate_detections`.
 
     Returns:
@@ -287,23 +340,8 @@ def evaluate_records(model: keras.Model, records: Sequence[Mapping[str, Any]], c
     if model_classes != num_classes:
         raise ValueError(f"model {model.name!r} predicts {model_classes} classes (with background) but "
                          f"there are {len(class_names)} class names (+ background = {num_classes})")
-    if bbox_util is None:
-        bbox_util = BBoxUtility(num_classes)
-    progbar = keras.utils.Progbar(len(records), verbose=verbose, unit_name="image") if verbose else None
-    detections, annotations = [], []
-    for start in range(0, len(records), batch_size):
-        batch = records[start:start + batch_size]
-        images = [load_image(record["image_path"]) for record in batch]
-        detections += detect(model, images, bbox_util, confidence_threshold=confidence_threshold,
-                             batch_size=batch_size)
-        for record in batch:
-            boxes = to_normalized(np.asarray(record["boxes"], np.float64).reshape(-1, 4), record["width"],
-                                  record["height"])
-            annotations.append({"boxes": boxes,
-                                "labels": record["labels"], "difficult": record.get("difficult")})
-        if progbar is not None:
-            progbar.add(len(batch))
-    result = evaluate_detections(detections, annotations, num_classes, iou_threshold, method)
+    detections = detect_records(model, records, bbox_util, batch_size, verbose, confidence_threshold)
+    result = evaluate_detections(detections, normalized_annotations(records), num_classes, iou_threshold, method)
     result["class_names"] = list(class_names)
     return result
 

@@ -1,9 +1,9 @@
-"""``detect``: SSD300 on images; annotated PNGs, ``detections.csv`` and ``detections.json``."""
+"""``detect``: SSD300 on images; annotated PNGs, ``detections.csv``, ``detections.json`` and, with
+``--coco-json``, COCO results."""
 
 from __future__ import annotations
 
 import argparse
-import csv
 import glob
 import json
 import os
@@ -16,11 +16,12 @@ from ._common import add_command, add_model_options, load_model, probability
 __all__ = ["add_parser", "run", "expand_image_arguments", "CSV_COLUMNS"]
 
 PER_IMAGE_LINES = 10  # a line per image up to this many images, then a progress bar
-CSV_COLUMNS = ("image_path", "class_name", "score", "xmin", "ymin", "xmax", "ymax")
+CSV_COLUMNS = ("image_path", "class_name", "score", "xmin", "ymin", "xmax", "ymax")  # detections_csv's
 EXAMPLES = (
     "%(prog)s photo.jpg photos/ 'more/*.png' --out detections",
     "%(prog)s scene.png --weights runs/mine/final.weights.h5 --conf-thresh 0.5"
     "   # the run's config.json gives classes and width",
+    "%(prog)s val/ --conf-thresh 0.01 --coco-json val_results.json   # for COCO tools (see --help)",
 )
 
 
@@ -28,8 +29,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser = add_command(
         commands, "detect", help="detect objects in images",
         description="Run SSD300 on images; write one annotated PNG per image, detections.csv (image, "
-                    "class, score, pixel box) and detections.json to --out. Without weights: the VOC "
-                    "weights when present, else the embedded shapes model (it says which).",
+                    "class, score, pixel box; image paths relative to --out, or absolute) and "
+                    "detections.json to --out. Without weights: the VOC weights when present, else the "
+                    "embedded shapes model (it says which). evaluate --detections scores detections.csv.",
         examples=EXAMPLES)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images or glob patterns")
     add_model_options(parser, "the embedded shapes model")
@@ -38,6 +40,12 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="minimum confidence of a detection, in [0, 1] (default: %(default)s)")
     parser.add_argument("--nms-thresh", type=probability, default=0.45,
                         help="IoU threshold of non-maximum suppression, in [0, 1] (default: %(default)s)")
+    parser.add_argument("--coco-json", metavar="FILE",
+                        help="also write the detections in COCO's results format ([{image_id, category_id, "
+                             "bbox: [x, y, w, h], score}], pixels): image ids 1, 2, ... in the order of the "
+                             "images (as listed here, folders sorted), category id = the class's 1-based "
+                             "position in the model's class list; the ids 'csv to-coco' gives a CSV listing "
+                             "the same images in that order with the same class list")
     parser.set_defaults(run=run)
     return parser
 
@@ -80,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
 
     from .. import layout
     from ..boxes import to_pixels
+    from ..data.coco import coco_results
+    from ..detections_csv import write_detections_csv
     from ..image import load_image
     from ..ssd import detect
     from ..ssd_utils import BBoxUtility
@@ -88,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     bbox_util = BBoxUtility(layout.num_classes_of(model), nms_thresh=args.nms_thresh)
-    failures, rows, records, taken = 0, [], [], set()
+    failures, rows, records, taken, coco = 0, [], [], set(), []
+    image_ids: dict[str, int] = {}  # csv to-coco's numbering: by first appearance
+    for path in paths:
+        image_ids.setdefault(os.path.normpath(os.path.abspath(path)), len(image_ids) + 1)
+    num_images = len(image_ids)
     progress = keras.utils.Progbar(len(paths)) if len(paths) > PER_IMAGE_LINES else None
     for k, path in enumerate(paths):
         try:
@@ -106,7 +120,11 @@ def run(args: argparse.Namespace) -> int:
         for row, box in zip(detections, pixels):
             name, score = class_names[int(row[layout.LABEL]) - 1], float(row[layout.CONFIDENCE])
             found.append({"class_name": name, "score": round(score, 4), "box": [round(float(v), 1) for v in box]})
-            rows.append([str(path), name, f"{score:.4f}", *(f"{v:.1f}" for v in box)])
+            rows.append((path, name, score, box))
+        image_id = image_ids.pop(os.path.normpath(os.path.abspath(path)), None)  # an image listed twice: once
+        if len(detections) and image_id is not None:
+            coco += coco_results(image_id, detections[:, layout.LABEL], detections[:, layout.CONFIDENCE], pixels,
+                                 decimals=2)
         records.append({"image_path": str(path), "width": width, "height": height, "annotated": str(out_path),
                         "detections": found})
         if progress is None:
@@ -115,10 +133,12 @@ def run(args: argparse.Namespace) -> int:
             progress.update(k + 1)
 
     csv_path = out_dir / "detections.csv"
-    with open(csv_path, "w", newline="", encoding="utf8") as f:
-        writer = csv.writer(f)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(rows)
+    write_detections_csv(csv_path, rows)
     (out_dir / "detections.json").write_text(json.dumps(records, indent=1) + "\n")
     print(f"{len(rows)} detections in {len(paths) - failures} images -> {csv_path} and detections.json")
+    if args.coco_json:
+        Path(args.coco_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.coco_json).write_text(json.dumps(coco) + "\n")
+        print(f"COCO results ({len(coco)} detections, image ids 1..{num_images}, category ids 1.."
+              f"{len(class_names)}) -> {args.coco_json}")
     return 1 if failures else 0

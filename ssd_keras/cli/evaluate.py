@@ -1,8 +1,10 @@
-"""``evaluate``: Pascal VOC AP / mAP of SSD300 on an annotation CSV, table, JSON and PR curves."""
+"""``evaluate``: VOC AP / mAP or COCO metrics of SSD300 (or of saved detections) on an annotation CSV:
+a table, JSON and PR curves. Scoring saved detections imports no TensorFlow."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 
 from ._common import (add_command, add_model_options, class_list, iou_threshold, load_model, positive_float,
@@ -13,33 +15,54 @@ __all__ = ["add_parser", "run"]
 EXAMPLES = (
     "%(prog)s --csv test.csv --weights runs/mine/final.weights.h5 --plot pr.png --json results.json",
     "%(prog)s --csv test.csv --classes voc --allow-untrained --quiet   # the pipeline, on an untrained network",
+    "%(prog)s --csv test.csv --detections out/detections.csv --metric coco --json coco.json   # no model run",
 )
+
+METRICS = ("voc07", "voc", "coco")
+
+
+class _MethodAlias(argparse.Action):
+    """``--method voc07|area``, the older spelling of ``--metric voc07|voc``."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, "voc07" if values == "voc07" else "voc")
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
     parser = add_command(
-        commands, "evaluate", help="Pascal VOC AP / mAP of SSD300 on an annotation CSV",
-        description="Run SSD300 over the images of an annotation CSV and score its detections with the "
-                    "Pascal VOC rule (per-class AP, mAP); print a per-class table and optionally write "
-                    "the results as JSON and the precision/recall curves as a PNG. The CSV's classes must "
-                    "be classes of the model (a subset is fine). IoU is computed on continuous "
-                    "coordinates (no +1 pixel in widths).",
+        commands, "evaluate", help="VOC AP / mAP or COCO metrics of SSD300 or of saved detections",
+        description="Score detections against an annotation CSV: run SSD300 over its images, or read the "
+                    "detections CSV that detect wrote (--detections; no model runs). Metrics: the Pascal VOC "
+                    "rule (per-class AP, mAP; IoU on continuous coordinates, no +1 pixel in widths), VOC2007's "
+                    "11-point or VOC2010+'s area AP, or COCO's (AP@[.50:.95], AP50, AP75, AP by size, "
+                    "AR@1/10/100, by pycocotools). Print a per-class table and optionally write the results "
+                    "as JSON and (VOC) the precision/recall curves as a PNG. Difficult boxes count neither "
+                    "way (COCO: as iscrowd). The CSV's classes must be classes of the model (a subset is fine).",
         examples=EXAMPLES)
-    parser.add_argument("--csv", required=True, help="annotation CSV (optional difficult column)")
+    parser.add_argument("--csv", required=True, help="annotation CSV, the ground truth (optional difficult column)")
+    parser.add_argument("--detections", metavar="CSV",
+                        help="score this detections CSV (detect's format: image_path, class_name, score, "
+                             "pixel box) instead of running a model; its images must be images of --csv "
+                             "(paths resolved as in annotation CSVs) and its classes classes of the ground "
+                             "truth: --classes when given, else the class list an importer wrote beside the "
+                             "CSV (<csv stem>_classes.txt), else the CSV's class names")
     add_model_options(parser, "the embedded shapes model when the CSV's classes are its classes")
     parser.add_argument("--width-multiplier", type=positive_float,
                         help="channel width of SSD300 for weights without a run configuration, or of an "
                              "untrained network (default: the run's; else 1.0, the original)")
-    parser.add_argument("--method", choices=["voc07", "area"], default="area",
-                        help="AP definition: VOC2007's 11-point or VOC2010+'s area (default: %(default)s)")
-    parser.add_argument("--iou", type=iou_threshold, default=0.5,
-                        help="minimum IoU of a true positive, in (0, 1] (default: %(default)s)")
+    parser.add_argument("--metric", choices=METRICS, default="voc",
+                        help="voc07: VOC2007's 11-point AP; voc: VOC2010+'s area AP; coco: COCO's metrics by "
+                             "pycocotools (default: %(default)s)")
+    parser.add_argument("--method", choices=["voc07", "area"], dest="metric", action=_MethodAlias,
+                        default=argparse.SUPPRESS, help="the older spelling of --metric: voc07, or area (= voc)")
+    parser.add_argument("--iou", type=iou_threshold,
+                        help="VOC metrics: minimum IoU of a true positive, in (0, 1] (default: 0.5)")
     parser.add_argument("--conf-thresh", type=probability, default=0.01,
                         help="minimum detection confidence, in [0, 1] (default: %(default)s)")
     parser.add_argument("--nms-thresh", type=probability, default=0.45,
                         help="IoU threshold of non-maximum suppression, in [0, 1] (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=8, help="default: %(default)s")
-    parser.add_argument("--plot", metavar="PNG", help="write the precision/recall curves here")
+    parser.add_argument("--plot", metavar="PNG", help="write the precision/recall curves here (VOC metrics)")
     parser.add_argument("--json", metavar="FILE", help="write the results here (arrays as lists)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -79,7 +102,22 @@ def _model_for(args: argparse.Namespace, csv_classes: Sequence[str]):
     return untrained_model(classes or csv_classes, args.width_multiplier)
 
 
-def run(args: argparse.Namespace) -> int:
+def _check_options(args: argparse.Namespace) -> None:
+    """The combinations of options that cannot work, before anything is read."""
+    if args.detections and args.weights:
+        raise ValueError("--detections scores saved detections and --weights runs a model: give one of them")
+    if args.metric == "coco":
+        if args.plot:
+            raise ValueError("--plot draws the VOC precision/recall curves: not with --metric coco")
+        if args.iou is not None:
+            raise ValueError("--iou is the VOC metrics' threshold; COCO's AP averages IoU 0.50, 0.55, ..., 0.95")
+        from ..coco_metrics import require_pycocotools
+
+        require_pycocotools()
+
+
+def _run_model(args: argparse.Namespace):
+    """Records (labels in the model's class list), the model's detections and its class names."""
     from ..data.annotations import read_annotations
 
     records, csv_classes = read_annotations(args.csv)  # the CSV's errors before the model is built
@@ -87,24 +125,65 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .. import layout
-    from ..evaluation import evaluate_records, format_results, save_results_json
-    from ..plots import plot_pr_curves
+    from ..evaluation import detect_records
     from ..ssd_utils import BBoxUtility
 
     to_model = np.array([0] + [class_names.index(name) + 1 for name in csv_classes], dtype=np.int64)
     records = [{**record, "labels": to_model[np.asarray(record["labels"], dtype=np.int64)]} for record in records]
     print(f"{args.csv}: {len(records)} images, {len(csv_classes)} classes"
-          + (f" of the model's {len(class_names)} (the others have no ground truth: left out of the mAP)"
+          + (f" of the model's {len(class_names)} (the others have no ground truth: left out of the mean)"
              if len(class_names) > len(csv_classes) else ""))
-    result = evaluate_records(model, records, class_names, BBoxUtility(layout.num_classes_of(model),
-                                                                       nms_thresh=args.nms_thresh),
-                              batch_size=args.batch_size, verbose=0 if args.quiet else 1,
-                              confidence_threshold=args.conf_thresh, iou_threshold=args.iou, method=args.method)
+    detections = detect_records(model, records, BBoxUtility(layout.num_classes_of(model), nms_thresh=args.nms_thresh),
+                                batch_size=args.batch_size, verbose=0 if args.quiet else 1,
+                                confidence_threshold=args.conf_thresh)
+    return records, detections, class_names
+
+
+def _read_saved(args: argparse.Namespace):
+    """Records, the detections of --detections matched to them, and the ground truth's class names."""
+    from ..data.annotations import read_annotations
+    from ..detections_csv import read_detections_csv
+
+    from ..data.csv_tools import exported_class_list
+
+    records, class_names = read_annotations(args.csv, exported_class_list(args.csv, class_list(args.classes)))
+    detections = read_detections_csv(args.detections, records, class_names, args.conf_thresh,
+                                     truth_name=args.csv)
+    print(f"{args.detections}: {sum(len(rows) for rows in detections)} detections (score >= {args.conf_thresh:g}) "
+          f"on {len(records)} images of {args.csv}, {len(class_names)} classes")
+    return records, detections, class_names
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..coco_metrics import MissingDependencyError
+
+    try:
+        _check_options(args)
+    except MissingDependencyError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    records, detections, class_names = _read_saved(args) if args.detections else _run_model(args)
+    if args.metric == "coco":
+        from ..coco_metrics import coco_evaluate, format_coco_results, save_coco_json
+
+        result = coco_evaluate(records, detections, class_names)
+        print(format_coco_results(result))
+        if args.json:
+            save_coco_json(result, args.json)
+            print(f"results -> {args.json}")
+        return 0
+    from ..evaluation import evaluate_detections, format_results, normalized_annotations, save_results_json
+
+    result = evaluate_detections(detections, normalized_annotations(records), len(class_names) + 1,
+                                 0.5 if args.iou is None else args.iou, "voc07" if args.metric == "voc07" else "area")
+    result["class_names"] = list(class_names)
     print(format_results(result))
     if args.json:
         save_results_json(result, args.json)
         print(f"results -> {args.json}")
     if args.plot:
+        from ..plots import plot_pr_curves
+
         plot_pr_curves(result, path=args.plot)
         print(f"precision/recall curves -> {args.plot}")
     return 0

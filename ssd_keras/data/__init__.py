@@ -1,4 +1,5 @@
-"""Training data: annotation CSVs, dataset importers, augmentations, batch generators, synthetic scenes.
+"""Training data: annotation CSVs, dataset importers (VOC, COCO, YOLO) and exporters, augmentations,
+batch generators, synthetic scenes.
 
 Loaded lazily: ``import ssd_keras.data`` imports no TensorFlow or Keras; a name loads its module
 on first use (the generators load Keras). MarkNet's classification data and synthetic marks live
@@ -25,6 +26,11 @@ _EXPORTS = {
     "folders_to_csv": ".csv_tools",
     "images_to_csv": ".csv_tools",
     "voc_to_csv": ".csv_tools",
+    "coco_to_csv": ".coco",
+    "csv_to_coco": ".coco",
+    "csv_to_yolo": ".yolo",
+    "read_yolo_names": ".yolo",
+    "yolo_to_csv": ".yolo",
     "CSVGenerator": ".generator",
     "make_dataset": ".generator",
     "SHAPE_CLASSES": ".synthetic",
@@ -47,9 +53,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .annotations import read_annotations, to_normalized_targets, write_annotations
     from .augment import Augmentation, augment
     from .classes import AnnotationError, AnnotationWarning, read_class_list, write_class_list
+    from .coco import coco_to_csv, csv_to_coco
     from .csv_tools import folders_to_csv, images_to_csv, voc_to_csv
     from .generator import CSVGenerator, make_dataset
     from .synthetic import SHAPE_CLASSES, make_scene, make_shapes_dataset
+    from .yolo import csv_to_yolo, read_yolo_names, yolo_to_csv
 
 
 __getattr__, __dir__ = lazy_exports(globals(), _EXPORTS, __all__)

@@ -14,6 +14,9 @@ existing ``classes.txt`` with other classes is not overwritten while another CSV
 converting a validation split beside a training split keeps both lists. Image paths are written
 relative to the CSV's folder when the image lies under it, absolute otherwise. Folders are checked
 before anything is written. This module does not import TensorFlow.
+
+COCO and YOLO, in and out, are :mod:`ssd_keras.data.coco` and :mod:`ssd_keras.data.yolo`; they share
+the helpers here (the class list paths, :func:`exported_class_list`, the class name check).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from ssd_keras.data.annotations import (
     _format_coordinate,
     _write_rows_atomically,
 )
-from ssd_keras.data.classes import _error_summary, read_class_list, write_class_list
+from ssd_keras.data.classes import BACKGROUND_NAME, _error_summary, read_class_list, write_class_list
 
 __all__ = [
     "CLASSES_FILENAME",
@@ -40,6 +43,7 @@ __all__ = [
     "CLASSIFICATION_COLUMNS",
     "IMAGE_EXTENSIONS",
     "annotation_class_list_path",
+    "exported_class_list",
     "folders_to_csv",
     "images_to_csv",
     "voc_to_csv",
@@ -92,6 +96,32 @@ def annotation_class_list_path(csv_path: str | os.PathLike[str]) -> Path:
     ``<folder>/<csv stem>_classes.txt`` (``train.csv`` -> ``train_classes.txt``)."""
     csv_path = Path(csv_path)
     return csv_path.with_name(csv_path.stem + CLASS_LIST_SUFFIX)
+
+
+def exported_class_list(
+    csv_path: str | os.PathLike[str], classes: Sequence[str] | str | os.PathLike[str] | None = None
+) -> list[str] | None:
+    """The class list an exporter (``csv_to_coco``, ``csv_to_yolo``) numbers the classes of the
+    annotation CSV ``csv_path`` by: ``classes`` when given (names or a file); else the class list an
+    importer wrote beside the CSV (:func:`annotation_class_list_path`) when there is one, so that a
+    dataset converted in and out keeps its class order; else ``None``, which ``read_annotations``
+    takes as the sorted class names of the CSV."""
+    if classes is not None:
+        return read_class_list(classes)
+    beside = annotation_class_list_path(csv_path)
+    return read_class_list(beside) if beside.is_file() else None
+
+
+def _class_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a class of an annotation CSV and its class list, or ``None``."""
+    if not isinstance(name, str) or not name.strip():
+        return f"class name must be a non-empty string, got {name!r}"
+    if name != name.strip() or name.startswith("#") or "\n" in name or "\r" in name:
+        return f"class name {name!r} cannot be written to a class list (surrounding whitespace, a line " \
+               "break or a leading '#')"
+    if name.lower() == BACKGROUND_NAME:
+        return f"class name {name!r} is reserved for label 0 (background)"
+    return None
 
 
 def _check_shared_class_list(out_csv: str | os.PathLike[str], class_names: Sequence[str]) -> Path:
