@@ -202,7 +202,9 @@ def test_setup_cfg_states_the_tested_keras_range():
 LIGHT_MODULES = ["ssd_keras", "ssd_keras.data", "ssd_keras.data.annotations", "ssd_keras.data.classes",
                  "ssd_keras.data.csv_tools", "ssd_keras.data.synthetic", "ssd_keras.data.augment",
                  "ssd_keras.layout", "ssd_keras.boxes", "ssd_keras.runs", "ssd_keras.models", "ssd_keras.ssd_utils",
-                 "ssd_keras.visualization", "ssd_keras.plots", "ssd_keras.checks", "ssd_keras.marknet", "ssd_keras.cli"]
+                 "ssd_keras.visualization", "ssd_keras.plots", "ssd_keras.checks", "ssd_keras.marknet", "ssd_keras.cli",
+                 "ssd_keras.evaluation", "ssd_keras.coco_metrics", "ssd_keras.detections_csv", "ssd_keras.data.coco",
+                 "ssd_keras.data.yolo"]
 
 
 def test_data_tools_import_no_tensorflow():
