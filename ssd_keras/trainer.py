@@ -1,29 +1,33 @@
 """A whole SSD training run from annotation CSVs: what ``python -m ssd_keras train`` does.
 
 The pieces are the library's (``SSD300``, ``MultiboxLoss``, ``CSVGenerator``, ``load_weights``)
-plus the run's bookkeeping in its output folder::
+plus the run's bookkeeping in its output folder (:mod:`ssd_keras.runs`)::
 
-    config.json                 everything needed to rebuild the model (classes, width, input)
-    history.csv                 one row per finished epoch (rewritten atomically)
+    run.lock                    held by the process that runs it
+    config.json                 the run's settings: everything needed to rebuild the model and data
+    history.csv                 one row per finished epoch
     loss.png                    the loss curves
-    checkpoints/epoch_NNN.weights.h5
-    final.weights.h5            the weights after the last epoch
-    backup/                     BackupAndRestore state while a run is unfinished
+    checkpoints/epoch_NNN.weights.h5   weights, optimizer state, epoch (the --keep-checkpoints newest)
+    final.weights.h5            the same after the last epoch
 
-A run killed part-way resumes from its last finished epoch when started again with the same
-command. Distributed runs use a ``tf.distribute`` strategy: ``mirrored`` (all local GPUs, or
-the CPU) or ``multiworker`` (machines listed in ``TF_CONFIG``; only the chief writes the run
-folder, the other workers write to ``<out>/worker<index>``).
+Started again with the same command, a run killed part-way resumes from its last saved epoch, and a
+finished run given more epochs continues (:mod:`ssd_keras.checkpoints`); other settings
+(:data:`SETTINGS`) are refused unless ``overwrite``.
+
+Distributed runs use a ``tf.distribute`` strategy: ``mirrored`` (all local GPUs, or the CPU) or
+``multiworker`` (machines listed in ``TF_CONFIG``; only the chief writes the run folder, the other
+workers write to ``<out>/worker<index>``, each folder resuming on its own).
 """
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -31,21 +35,27 @@ import tensorflow as tf
 from .data.annotations import read_annotations
 from .data.generator import CSVGenerator
 from ._keras_compat import MultiWorkerModel
+from .checkpoints import begin_run, fit_run
 from .checks import fraction, positive_int, positive_number
-from .plots import plot_history
-from .runs import RunFolder
+from .runs import open_run
 from .ssd import SSD300, prior_boxes
 from .ssd_training import MultiboxLoss
 from .ssd_utils import BBoxUtility
 from .weights import load_weights
 
-__all__ = ["TrainConfig", "train", "TrainingStopped", "ORIGINAL_FREEZE"]
+__all__ = ["TrainConfig", "train", "TrainingStopped", "ORIGINAL_FREEZE", "SETTINGS"]
 
 logger = logging.getLogger(__name__)
 
 ORIGINAL_FREEZE = ("input_1", "conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2", "pool2",
                    "conv3_1", "conv3_2", "conv3_3", "pool3")
 """The layers the original training notebook froze when fine-tuning from the VOC weights."""
+
+
+SETTINGS = ("csv", "val_csv", "weights", "classes", "batch_size", "lr", "lr_decay", "width_multiplier",
+            "input_shape", "freeze", "seed")
+"""What defines a run (``config.json`` keys): a command that changes one of them is refused. The
+others (``epochs``, ``workers``, ``keep_checkpoints``, ``strategy``) may change between commands."""
 
 
 class TrainingStopped(RuntimeError):
@@ -71,43 +81,16 @@ class TrainConfig:
     strategy: str | None = None
     seed: int | None = None
     workers: int = 1
+    keep_checkpoints: int = 3
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "workers"):
+        for name in ("epochs", "batch_size", "workers", "keep_checkpoints"):
             setattr(self, name, positive_int(getattr(self, name), name))
         self.lr = positive_number(self.lr, "lr")
         self.lr_decay = fraction(self.lr_decay, "lr_decay", zero_allowed=False)
         self.width_multiplier = positive_number(self.width_multiplier, "width_multiplier")
         if self.strategy not in (None, "mirrored", "multiworker"):
             raise ValueError(f"strategy must be 'mirrored' or 'multiworker', got {self.strategy}")
-
-
-class _EpochHistory(keras.callbacks.Callback):
-    """Writes ``history.csv`` (one row per finished epoch, keyed by epoch, so a resumed run
-    neither loses nor repeats rows) and ``loss.png`` after every epoch."""
-
-    def __init__(self, run: RunFolder):
-        super().__init__()
-        self.csv_path = run.history
-        self.plot_path = run.path / "loss.png"
-
-    def _rows(self) -> dict[int, dict[str, str]]:
-        if not self.csv_path.is_file():
-            return {}
-        with open(self.csv_path, newline="") as f:
-            return {int(row["epoch"]): row for row in csv.DictReader(f)}
-
-    def on_epoch_end(self, epoch, logs=None):
-        rows = self._rows()
-        rows[epoch] = {"epoch": str(epoch), **{k: repr(float(v)) for k, v in (logs or {}).items()}}
-        columns = ["epoch"] + sorted({k for row in rows.values() for k in row} - {"epoch"})
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows(rows[e] for e in sorted(rows))
-        os.replace(tmp, self.csv_path)
-        plot_history([rows[e] for e in sorted(rows)], self.plot_path)
 
 
 class _StopOnNaN(keras.callbacks.Callback):
@@ -140,7 +123,7 @@ def _strategy(name: str | None) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _run_folder(config: TrainConfig, strategy: tf.distribute.Strategy) -> RunFolder:
+def _run_folder(config: TrainConfig, strategy: tf.distribute.Strategy) -> Path:
     """The chief writes the run folder; other workers of a multi-worker run their own."""
     folder = Path(config.out)
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -148,7 +131,7 @@ def _run_folder(config: TrainConfig, strategy: tf.distribute.Strategy) -> RunFol
             resolver.task_type == "worker" and resolver.task_id == 0
             and "chief" not in resolver.cluster_spec().as_dict()):
         folder = folder / f"{resolver.task_type}{resolver.task_id}"
-    return RunFolder(folder).create()
+    return folder
 
 
 def _sharded(data: CSVGenerator | None) -> tf.data.Dataset | None:
@@ -160,77 +143,83 @@ def _sharded(data: CSVGenerator | None) -> tf.data.Dataset | None:
     return data.as_dataset().with_options(options)
 
 
-def train(config: TrainConfig, verbose: int = 1) -> keras.callbacks.History:
-    """Runs (or resumes) a training run.
+def train(config: TrainConfig, verbose: int = 1, overwrite: bool = False,
+          say: Callable[[str], Any] = print) -> keras.callbacks.History:
+    """Runs, resumes or continues a training run (module docstring).
 
     Args:
         config: the run (see :class:`TrainConfig`).
         verbose: Keras ``fit`` verbosity.
+        overwrite: replace a run of other settings in ``config.out`` (its contents are removed).
+        say: where the run's messages go (resuming, continuing, taking over a lock, ...).
 
     Returns:
-        The ``History`` of this call's ``fit`` (``history.csv`` has every epoch of the run).
+        The ``History`` of this call's ``fit`` (empty when the run had already finished;
+        ``history.csv`` has every epoch of the run).
 
     Raises:
         TrainingStopped: the loss became NaN or infinite (the message says where).
+        ssd_keras.runs.RunFolderBusy: another process runs in the folder.
+        ssd_keras.runs.SettingsDiffer: the folder holds a run of other settings (each named).
+        ssd_keras.runs.RunInterrupted: Ctrl-C; the message says the last saved epoch.
+        OSError: the folder cannot be written, or a write failed (the message names the file).
         ValueError, FileNotFoundError: bad CSVs, classes or weights (named in the message).
     """
-    if config.seed is not None:
-        keras.utils.set_random_seed(config.seed)
     strategy = _strategy(config.strategy)
-    run = _run_folder(config, strategy)
     height, width = config.input_shape[:2]
-
     _, class_names = read_annotations(config.csv, config.classes)
     num_classes = len(class_names) + 1
-    with strategy.scope():
-        model = SSD300(tuple(config.input_shape), num_classes=num_classes,
-                       width_multiplier=config.width_multiplier)
-        if config.strategy == "multiworker":
-            model = MultiWorkerModel(model.input, model.output, name=model.name)
-        if config.weights:
-            report = load_weights(model, config.weights)
-            logger.info("%s", report)
-        unknown = sorted(set(config.freeze) - {layer.name for layer in model.layers})
-        if unknown:
-            raise ValueError(f"freeze: no layers named {', '.join(unknown)} in SSD300")
-        for name in config.freeze:
-            model.get_layer(name).trainable = False
-        model.compile(optimizer=keras.optimizers.Adam(config.lr),
-                      loss=MultiboxLoss(num_classes))
-
-    bbox_util = BBoxUtility(num_classes, prior_boxes(model))
-    loader = dict(batch_size=config.batch_size, image_size=(height, width),
-                  classes=class_names, seed=config.seed, workers=config.workers)
-    train_data = CSVGenerator(config.csv, bbox_util, **loader)
-    val_data = (CSVGenerator(config.val_csv, bbox_util, train=False, **loader)
-                if config.val_csv else None)
-    if config.strategy == "multiworker":
-        train_data, val_data = _sharded(train_data), _sharded(val_data)
-
     record = {**asdict(config), "classes": class_names, "num_classes": num_classes,
-              "input_shape": list(config.input_shape),
+              "input_shape": list(config.input_shape), "freeze": list(config.freeze),
               "replicas": strategy.num_replicas_in_sync}
     for key in ("csv", "val_csv", "weights"):
         record[key] = os.path.abspath(record[key]) if record[key] else None
-    run.write_config(record)
 
-    nan_guard = _StopOnNaN()
-    callbacks = [
-        # first, so that an epoch counts as done before its history row is written
-        keras.callbacks.BackupAndRestore(str(run.path / "backup")),
-        keras.callbacks.ModelCheckpoint(run.checkpoint_template, save_weights_only=True),
-        keras.callbacks.LearningRateScheduler(lambda epoch: config.lr * config.lr_decay ** epoch),
-        nan_guard,
-        _EpochHistory(run),
-    ]
-    history = model.fit(train_data, validation_data=val_data, epochs=config.epochs,
-                        callbacks=callbacks, verbose=verbose)
-    if nan_guard.where is not None:
-        epoch, batch, loss = nan_guard.where
-        raise TrainingStopped(
-            f"training stopped at epoch {epoch + 1}, batch {batch + 1}: the loss became {loss} "
-            f"(try a lower --lr, or check the annotations); finished epochs are in "
-            f"{run.history} and {run.checkpoints}")
-    model.save_weights(str(run.final_weights))
+    with open_run(_run_folder(config, strategy), record, SETTINGS, overwrite, say) as run:
+        if config.seed is not None:
+            keras.utils.set_random_seed(config.seed)
+        with strategy.scope():
+            model = SSD300(tuple(config.input_shape), num_classes=num_classes,
+                           width_multiplier=config.width_multiplier)
+            if config.strategy == "multiworker":
+                model = MultiWorkerModel(model.input, model.output, name=model.name)
+            if config.weights:  # the starting point; a saved state replaces it below
+                report = load_weights(model, config.weights)
+                logger.info("%s", report)
+            unknown = sorted(set(config.freeze) - {layer.name for layer in model.layers})
+            if unknown:
+                raise ValueError(f"freeze: no layers named {', '.join(unknown)} in SSD300")
+            for name in config.freeze:
+                model.get_layer(name).trainable = False
+            model.compile(optimizer=keras.optimizers.Adam(config.lr),
+                          loss=MultiboxLoss(num_classes))
+            state = begin_run(model, run, config.epochs, say)
+        if state is None:
+            return keras.callbacks.History()
+        run.write_config(record)
+
+        bbox_util = BBoxUtility(num_classes, prior_boxes(model))
+        loader = dict(batch_size=config.batch_size, image_size=(height, width),
+                      classes=class_names, seed=config.seed, workers=config.workers)
+        train_data = CSVGenerator(config.csv, bbox_util, **loader)
+        # the data of epoch N whatever the epoch this process starts at
+        train_data.epoch = train_data._dataset_epoch = state.epoch
+        val_data = (CSVGenerator(config.val_csv, bbox_util, train=False, **loader)
+                    if config.val_csv else None)
+        if config.strategy == "multiworker":
+            train_data, val_data = _sharded(train_data), _sharded(val_data)
+
+        nan_guard = _StopOnNaN()
+        schedule = keras.callbacks.LearningRateScheduler(lambda epoch: config.lr * config.lr_decay ** epoch)
+        history, saved = fit_run(model, run, state, train_data, epochs=config.epochs,
+                                 keep=config.keep_checkpoints, verbose=verbose,
+                                 callbacks=[schedule, nan_guard], validation_data=val_data,
+                                 ylabel="MultiboxLoss")
+        if nan_guard.where is not None:
+            epoch, batch, loss = nan_guard.where
+            last = (f"epochs 1-{saved.epoch} are saved in {run.checkpoints}" if saved.epoch
+                    else "no epoch was saved")
+            raise TrainingStopped(
+                f"training stopped at epoch {epoch + 1}, batch {batch + 1}: the loss became {loss} "
+                f"(try a lower --lr, or check the annotations); {last}")
     return history
-

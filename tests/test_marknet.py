@@ -352,9 +352,12 @@ def test_cli_train_evaluate_explain(tiny_marks, tmp_path, capsys):
     model, _ = load_marknet(run / "checkpoints" / "epoch_001.weights.h5")  # config.json one folder up
     assert find_config(run / "checkpoints" / "epoch_001.weights.h5") == run / "config.json"
     assert model.output_shape == (None, 4)
-    # a second run into the same folder would overwrite it
-    assert cli.main(["marknet", "train", "--csv", str(tiny_marks), "--out", str(run), "--quiet"]) == 1
-    assert "already holds a training run" in capsys.readouterr().err
+    # a run of other settings into the same folder is refused, naming them
+    assert cli.main(["marknet", "train", "--csv", str(tiny_marks), "--out", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"run folder {run} holds a run with other settings" in err
+    assert "batch_size: 8 in the folder, 32 now" in err
+    assert "filters: [8, 16] in the folder, [32, 64, 128, 256] now" in err
 
     weights = str(run / "final.weights.h5")
     assert cli.main(["marknet", "evaluate", "--csv", str(tiny_marks), "--weights", weights, "--quiet"]) == 0
@@ -373,3 +376,39 @@ def test_cli_train_evaluate_explain(tiny_marks, tmp_path, capsys):
     assert load_image(explained / next(n for n in files if n.endswith("_wave_gradcam.png"))).shape == (32, 32, 3)
     assert cli.main(["marknet", "explain", image, "--weights", weights, "--class", "teapot"]) == 1
     assert "unknown class(es) teapot" in capsys.readouterr().err
+
+
+def test_cli_train_resumes_exactly_continues_and_stops_on_ctrl_c(tiny_marks, tmp_path, capsys, monkeypatch):
+    """The run-folder guarantees of SSD300's trainer (test_trainer.py, test_runs.py) hold for MarkNet's:
+    interrupted after epoch 1 and resumed, a run ends as an uninterrupted one (dropout's random state
+    included); a finished run continues with more epochs."""
+    def train(out, *extra):
+        return cli.main(["marknet", "train", "--csv", str(tiny_marks), "--out", str(out), "--batch-size", "8",
+                         "--image-size", "32", "--filters", "8,16", "--seed", "0", "--quiet", *extra])
+
+    assert train(tmp_path / "reference", "--epochs", "2") == 0
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    monkeypatch.setattr("ssd_keras.checkpoints.plot_history", ctrl_c)  # once epoch 1 is saved
+    assert train(run, "--epochs", "2") == 130
+    assert capsys.readouterr().err.strip() == "interrupted after epoch 1; run the same command to resume"
+    monkeypatch.undo()
+    assert train(run, "--epochs", "2") == 0
+    assert "resuming from epoch 1 (of 2)" in capsys.readouterr().out
+    # equal up to float noise: the same operations on the same batches from the same state (see
+    # WEIGHTS_ATOL in test_trainer.py); a lost dropout or optimizer state shows as far more
+    resumed, reference = (load_marknet(folder / "final.weights.h5")[0] for folder in (run, tmp_path / "reference"))
+    for got, want in zip(resumed.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+
+    assert train(run, "--epochs", "2") == 0
+    assert "already finished at epoch 2" in capsys.readouterr().out
+    assert train(run, "--epochs", "3", "--keep-checkpoints", "1") == 0
+    assert "continuing from epoch 2 to 3" in capsys.readouterr().out
+    with open(run / "history.csv", newline="") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["0", "1", "2"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["epoch_003.weights.h5"]
+    assert (run / "loss.png").is_file() and not (run / "run.lock").exists()

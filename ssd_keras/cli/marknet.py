@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ._common import add_command, class_list, dropout_rate, positive_float, positive_int
+from .train import RUN_FOLDER_HELP, add_run_folder_options, run_training
 
 __all__ = ["add_parser", "run_train", "run_evaluate", "run_explain"]
 
@@ -35,13 +37,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
     actions = marknet.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = actions.add_parser(
         "train", help="train MarkNet on a classification CSV",
-        description="Train MarkNet; write config.json, history.csv, checkpoints/epoch_NNN.weights.h5 and "
-                    "final.weights.h5 to --out.")
+        description="Train MarkNet; write config.json, history.csv, loss.png, checkpoints/epoch_NNN.weights.h5 "
+                    "and final.weights.h5 to --out. " + RUN_FOLDER_HELP.replace(", --strategy", ""))
     train.add_argument("--csv", required=True, help="training classification CSV (image,label)")
     train.add_argument("--val-csv", help="validation classification CSV")
-    train.add_argument("--out", required=True, metavar="DIR", help="run folder (runs/NAME), must be new")
+    train.add_argument("--out", required=True, metavar="DIR", help="run folder (runs/NAME)")
     train.add_argument("--classes", metavar="FILE", help="class list (default: classes.txt beside --csv)")
-    train.add_argument("--epochs", type=positive_int, default=10, help="default: %(default)s")
+    train.add_argument("--epochs", type=positive_int, default=10,
+                       help="epochs in all; a finished run given more continues (default: %(default)s)")
     train.add_argument("--batch-size", type=positive_int, default=32, help="default: %(default)s")
     train.add_argument("--lr", type=positive_float, default=1e-3,
                        help="Adam learning rate, decayed along a cosine (default: %(default)s)")
@@ -56,6 +59,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, help="seed for weights, order and augmentation")
     train.add_argument("--workers", type=positive_int, default=1, help="data loading threads (default: %(default)s)")
     train.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    add_run_folder_options(train)
     train.set_defaults(run=run_train)
 
     evaluate = actions.add_parser(
@@ -88,6 +92,14 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    try:
+        return _run_train(args)
+    except KeyboardInterrupt:  # while TensorFlow starts
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run_train(args: argparse.Namespace) -> int:
     from ..models import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -96,10 +108,17 @@ def run_train(args: argparse.Namespace) -> int:
     config = MarkNetConfig(csv=args.csv, out=args.out, val_csv=args.val_csv, classes=class_list(args.classes),
                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, image_size=args.image_size,
                            backbone=args.backbone, weights="imagenet" if args.imagenet else None,
-                           filters=args.filters, dropout=args.dropout, seed=args.seed, workers=args.workers)
-    _, history = train_marknet(config, verbose=0 if args.quiet else 2)
-    last = {key: values[-1] for key, values in history.history.items()}
-    print("last epoch: " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
+                           filters=args.filters, dropout=args.dropout, seed=args.seed, workers=args.workers,
+                           keep_checkpoints=args.keep_checkpoints)
+    result = []
+    status = run_training(lambda: result.append(train_marknet(
+        config, verbose=0 if args.quiet else 2, overwrite=args.overwrite,
+        say=lambda message: print(message, flush=True))))
+    if status:
+        return status
+    last = {key: values[-1] for key, values in result[0][1].history.items() if values}
+    if last:
+        print("last epoch: " + ", ".join(f"{key} {value:.4f}" for key, value in sorted(last.items())))
     print(f"done: {args.out}/final.weights.h5, config in {args.out}/config.json, history in "
           f"{args.out}/history.csv")
     return 0

@@ -1,4 +1,8 @@
-"""``train``: SSD300 on an annotation CSV, into a resumable run folder."""
+"""``train``: SSD300 on an annotation CSV, into a resumable run folder.
+
+Exit status: 0 done (or already finished), 1 failed, 2 the run folder is in use by another process
+or holds a run of other settings, 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import sys
 
 from ._common import add_command, class_list, nonzero_fraction, positive_float, positive_int
 
-__all__ = ["add_parser", "run", "CPU_DEVICES_ENV"]
+__all__ = ["add_parser", "run", "CPU_DEVICES_ENV", "add_run_folder_options", "run_training", "RUN_FOLDER_HELP"]
 
 CPU_DEVICES_ENV = "SSD_KERAS_CPU_DEVICES"
 """Set to N to split the CPU into N logical devices, so that ``--strategy mirrored`` runs (and is
@@ -17,15 +21,22 @@ EXAMPLES = (
     "%(prog)s --csv train.csv --val-csv val.csv --out runs/mine --epochs 30 --seed 0",
     "%(prog)s --csv train.csv --out runs/ft --weights weights/weights_SSD300.hdf5 --freeze original "
     "--lr-decay 0.9",
+    "%(prog)s --csv train.csv --val-csv val.csv --out runs/mine --epochs 50 --seed 0   # 30 done: 20 more",
 )
+RUN_FOLDER_HELP = (
+    "One run folder holds one run, run by one process at a time (a second one exits with status 2). Run "
+    "the same command again to resume a run that was killed or interrupted; give a finished run a larger "
+    "--epochs to continue it. Other settings than the folder's (everything but --epochs, --workers, "
+    "--keep-checkpoints, --strategy and --quiet) are refused (status 2) unless --overwrite. Every file "
+    "is written whole or not at all.")
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
     parser = add_command(
         commands, "train", help="train SSD300 on an annotation CSV",
         description="Train SSD300 with MultiboxLoss on an annotation CSV. Writes config.json, history.csv, "
-                    "loss.png, checkpoints/epoch_NNN.weights.h5 and final.weights.h5 to --out; run the "
-                    "same command again to resume a run that was killed.",
+                    "loss.png, checkpoints/epoch_NNN.weights.h5 and final.weights.h5 to --out. "
+                    + RUN_FOLDER_HELP,
         examples=EXAMPLES)
     parser.add_argument("--csv", required=True, help="training annotation CSV")
     parser.add_argument("--val-csv", help="validation annotation CSV")
@@ -34,7 +45,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
                         help="initial weights (e.g. weights/weights_SSD300.hdf5 to fine-tune)")
     parser.add_argument("--classes", metavar="voc|FILE",
                         help="class list file or 'voc' (default: the CSV's sorted class names)")
-    parser.add_argument("--epochs", type=positive_int, default=10, help="default: %(default)s")
+    parser.add_argument("--epochs", type=positive_int, default=10,
+                        help="epochs in all; a finished run given more continues (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="default: %(default)s")
     parser.add_argument("--lr", type=positive_float, default=3e-4, help="Adam learning rate (default: %(default)s)")
     parser.add_argument("--lr-decay", type=nonzero_fraction, default=1.0,
@@ -52,8 +64,38 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, help="seed for weights, order and augmentation")
     parser.add_argument("--workers", type=positive_int, default=1, help="data loading threads (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_run_folder_options(parser)
     parser.set_defaults(run=run)
     return parser
+
+
+def add_run_folder_options(parser: argparse.ArgumentParser) -> None:
+    """``--keep-checkpoints`` and ``--overwrite``, the same for both trainers."""
+    parser.add_argument("--keep-checkpoints", type=positive_int, default=3, metavar="N",
+                        help="keep the N newest checkpoints; older ones are removed once a newer one is "
+                             "safely written (default: %(default)s)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start the run in --out afresh (for other settings): the folder's contents are "
+                             "removed first")
+
+
+def run_training(work) -> int:
+    """Runs ``work()`` (a trainer call) with the run folders' exit status: 2 for a folder in use or a
+    run of other settings, 130 for Ctrl-C (one line, no traceback)."""
+    from ..runs import RunFolderBusy, RunInterrupted, SettingsDiffer
+
+    try:
+        work()
+    except (RunFolderBusy, SettingsDiffer) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except RunInterrupted as err:
+        print(err, file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print("interrupted; run the same command to resume", file=sys.stderr)
+        return 130
+    return 0
 
 
 def _split_cpu(count: int) -> None:
@@ -65,6 +107,14 @@ def _split_cpu(count: int) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # while TensorFlow starts
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..models import import_tensorflow_quietly
 
     import_tensorflow_quietly()
@@ -80,11 +130,14 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(csv=args.csv, out=args.out, val_csv=args.val_csv, weights=args.weights, classes=classes,
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
                          width_multiplier=args.width_multiplier, input_shape=(size, size, 3), freeze=freeze,
-                         strategy=args.strategy, seed=args.seed, workers=args.workers)
+                         strategy=args.strategy, seed=args.seed, workers=args.workers,
+                         keep_checkpoints=args.keep_checkpoints)
     try:
-        train(config, verbose=0 if args.quiet else 1)
+        status = run_training(lambda: train(config, verbose=0 if args.quiet else 1, overwrite=args.overwrite,
+                                            say=lambda message: print(message, flush=True)))
     except TrainingStopped as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"done: {args.out}/final.weights.h5, history in {args.out}/history.csv")
-    return 0
+    if status == 0:
+        print(f"done: {args.out}/final.weights.h5, history in {args.out}/history.csv")
+    return status
