@@ -17,7 +17,8 @@ The package, by module:
 
       config.json                       classes, input shape, backbone, filters: what rebuilds the model
       history.csv                       loss and accuracy (and val_*) per epoch
-      checkpoints/epoch_NNN.weights.h5  weights after each epoch
+      loss.png                          the loss curves
+      checkpoints/epoch_NNN.weights.h5  weights, optimizer state and epoch after each epoch
       final.weights.h5                  weights after the last epoch
 
   and :func:`load_marknet` rebuilds the model from weights and the ``config.json`` beside them.
