@@ -13,8 +13,9 @@ function: it parses, prints and chooses the exit status; the work is the library
 
 Exit status: 0 done, 1 failed (a one-line ``error: ...`` on stderr), 2 usage error (argparse's,
 raised before any work, TensorFlow not yet imported; also a training run folder that is busy or
-holds a run with other settings), 130 interrupted (Ctrl-C during training; run it again to resume). ``detect``, ``evaluate`` and ``gradcam``
-choose their model by :func:`ssd_keras.models.resolve_model`'s rule and say which on stdout.
+holds a run with other settings), 130 interrupted (Ctrl-C during training; run it again to
+resume). ``detect``, ``evaluate`` and ``gradcam`` choose their model by
+:func:`ssd_keras.models.resolve_model`'s rule and say which on stdout.
 Importing this package imports neither TensorFlow nor Keras.
 """
 
