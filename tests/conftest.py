@@ -15,6 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = REPO_ROOT / "tests" / "data"
 PICS_DIR = REPO_ROOT.parent / "shared" / "reference" / "pics"
 THIN_WIDTH = 0.125
+THIN_SEED = 1234
 
 
 @pytest.fixture(scope="session")
@@ -37,10 +38,15 @@ def original_photos() -> Path:
 def thin_ssd():
     """A thin SSD300 (width 0.125, 21 classes, ~0.5 M parameters), shared by the session.
 
-    Read-only: a test that changes weights builds its own model.
+    Seeded, so that its random weights are the same whichever tests ran before (Keras' seeded
+    initializers give the same values on every CPU). Read-only: a test that changes weights builds
+    its own model.
     """
+    import keras
+
     from ssd_keras.ssd import SSD300
 
+    keras.utils.set_random_seed(THIN_SEED)
     return SSD300((300, 300, 3), num_classes=21, width_multiplier=THIN_WIDTH)
 
 

@@ -300,7 +300,10 @@ def test_maps_are_float32_in_unit_range_and_batches_match_single_images(cam, ssd
     maps = cam(ssd_batch, classes, priors)
     assert maps.shape == (2, SIZE, SIZE) and maps.dtype == np.float32
     assert np.all(np.isfinite(maps)) and maps.min() >= 0.0
-    np.testing.assert_allclose(maps.max(axis=(1, 2)), 1.0)
+    # each map is divided by its peak; a map whose weighted sum is negative everywhere is all zero
+    # after the ReLU (possible for some random weights), never NaN
+    peaks = maps.max(axis=(1, 2))
+    assert np.all((peaks == 0.0) | np.isclose(peaks, 1.0)) and peaks.max() == 1.0, peaks
     singles = [cam(ssd_batch[i:i + 1], classes[i], priors[i])[0] for i in range(2)]
     np.testing.assert_allclose(maps, np.stack(singles), atol=1e-5)
     # Numpy integer types and integral floats (detection rows) are indices too.
