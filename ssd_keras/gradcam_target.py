@@ -18,14 +18,12 @@ import tensorflow as tf
 
 from . import layout
 from ._keras_compat import producing_layer
-from .ssd import HEADS
+from .ssd import PRIORBOX_SUFFIX, prior_layers
 
 __all__ = ["LOGITS_LAYER", "PRIORBOX_SUFFIX", "Head", "Target", "index_array"]
 
 #: Layer of an SSD model whose output holds the pre-softmax class scores ``(N, priors, classes)``.
 LOGITS_LAYER = "mbox_conf_logits"
-#: Suffix of the PriorBox layer of a head: ``<source>_mbox_priorbox``.
-PRIORBOX_SUFFIX = "_mbox_priorbox"
 
 
 @dataclass(frozen=True)
@@ -78,14 +76,15 @@ class Target:
         self.num_classes = layout.class_count(output.shape[-1])
         self.num_priors = int(output.shape[1])
         names = {layer.name for layer in model.layers}
-        missing = [h.source + PRIORBOX_SUFFIX for h in HEADS if h.source + PRIORBOX_SUFFIX not in names]
-        if missing or self.num_classes < 1:
+        priorboxes = prior_layers(model) if "mbox_priorbox" in names else []
+        if not priorboxes or self.num_classes < 1:
             raise ValueError(f"model {model.name!r} has 3-D output {tuple(output.shape)} but is not an SSD "
-                             f"model built by SSD300 (missing layers: {missing})")
+                             f"model built by SSD300 (no PriorBox layers concatenated by 'mbox_priorbox')")
         heads, start = [], 0
-        for head in HEADS:
-            count = int(model.get_layer(head.source + PRIORBOX_SUFFIX).output.shape[1])
-            heads.append(Head(head.source, self._feature_layer(head.source), start, start + count))
+        for layer in priorboxes:  # in the order of the predictions, whatever the prior configuration
+            count = int(layer.output.shape[1])
+            source = layer.name[:-len(PRIORBOX_SUFFIX)] if layer.name.endswith(PRIORBOX_SUFFIX) else layer.name
+            heads.append(Head(source, self._feature_layer(layer), start, start + count))
             start += count
         if start != self.num_priors:
             raise ValueError(f"the PriorBox layers of model {model.name!r} give {start} priors but its "
@@ -94,10 +93,11 @@ class Target:
         self._logits = model.get_layer(LOGITS_LAYER).output if LOGITS_LAYER in names else None
         self.score_outputs = [output] + ([self._logits] if self._logits is not None else [])
 
-    def _feature_layer(self, source: str) -> str:
-        """The nearest convolution at or above a head's source layer (conv4_3 for conv4_3_norm,
+    def _feature_layer(self, priorbox: keras.layers.Layer) -> str:
+        """The nearest convolution below a head's PriorBox layer (conv4_3 for conv4_3_norm,
         conv8_2 for pool6): the spatial feature map the head reads."""
-        layer = self.model.get_layer(source)
+        source = priorbox.name
+        layer = priorbox
         while not isinstance(layer, keras.layers.Conv2D):
             inputs = keras.tree.flatten(layer.input)
             if len(inputs) != 1:

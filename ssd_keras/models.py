@@ -6,7 +6,9 @@ loaded SSD300 and says in words what it is:
 1. ``weights`` given: the file must exist. When a run configuration lies beside it (a training
    run's ``config.json``, or ``<name>.json`` beside ``<name>.weights.h5`` as the embedded demo
    model ships), the model is rebuilt from it (classes, width, input size); classes or a width
-   that contradict it are an error. Otherwise SSD300 for ``classes`` (default: the 20 VOC
+   that contradict it are an error; its optional ``priors`` key (a prior configuration's JSON
+   object, see :mod:`ssd_keras.priors`) gives the heads, so a model trained with custom priors
+   is rebuilt with them. Otherwise SSD300 for ``classes`` (default: the 20 VOC
    classes) at ``width_multiplier`` (default 1.0).
 2. No ``weights``: the VOC weights (:func:`find_default_weights`) when the requested classes
    are VOC's (or none were named); else, when no classes were named, the embedded shapes model
@@ -123,11 +125,12 @@ def _is_voc(class_names: Sequence[str] | None) -> bool:
 
 
 def _build(weights: Path | None, class_names: Sequence[str], width_multiplier: float,
-           input_shape: Sequence[int]) -> tuple[Any, str]:
+           input_shape: Sequence[int], priors: Any = None) -> tuple[Any, str]:
     from .ssd import SSD300
     from .weights import load_weights
 
-    model = SSD300(tuple(input_shape), num_classes=len(class_names) + 1, width_multiplier=width_multiplier)
+    model = SSD300(tuple(input_shape), num_classes=len(class_names) + 1, width_multiplier=width_multiplier,
+                   priors=priors)
     if weights is None:
         return model, ""
     report = load_weights(model, weights)
@@ -155,8 +158,21 @@ def _from_file(path: Path, class_names: list[str] | None, width_multiplier: floa
     if conflicts:
         raise ValueError(f"{path} belongs to the run described by {config_path}, which differs in "
                          + "; ".join(conflicts) + ": leave these options out to use the run's")
-    model, note = _build(path, run_names, float(config["width_multiplier"]), config["input_shape"])
+    model, note = _build(path, run_names, float(config["width_multiplier"]), config["input_shape"],
+                         _run_priors(config, config_path))
     return ResolvedModel(model, run_names, f"{source}{path} ({note}; model from {config_path})")
+
+
+def _run_priors(config: dict[str, Any], config_path: Path) -> Any:
+    """The prior configuration of a run's ``config.json`` (its optional ``priors`` key), checked."""
+    from .priors import PriorConfig
+
+    if config.get("priors") is None:
+        return None
+    try:
+        return PriorConfig.from_dict(config["priors"])
+    except ValueError as err:
+        raise ValueError(f"{config_path}: priors: {err}") from None
 
 
 def resolve_model(weights: str | os.PathLike[str] | None = None, classes: Sequence[str] | None = None,
@@ -234,9 +250,10 @@ def load_demo_model(weights: str | os.PathLike | None = None,
         found = find_run_config(weights, _RUN_KEYS)
         if found is None:
             raise FileNotFoundError(f"no run configuration beside {weights}")
-        settings = found[0]
+        settings, config = found
     else:
         settings = read_run_config(config, _RUN_KEYS)
     names = [str(name) for name in settings["classes"]]
-    model, _ = _build(weights, names, float(settings["width_multiplier"]), settings["input_shape"])
+    model, _ = _build(weights, names, float(settings["width_multiplier"]), settings["input_shape"],
+                      _run_priors(settings, Path(config)))
     return model, names

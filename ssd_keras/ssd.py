@@ -5,11 +5,14 @@ Layer names and weight shapes are those of the original port, so its ported Caff
 
     model = SSD300((300, 300, 3), num_classes=21)
     model.load_weights("weights/weights_SSD300.hdf5", by_name=True)
+
+The heads come from a prior configuration (:mod:`ssd_keras.priors`): by default the original six;
+``SSD300(priors=config)`` builds others (e.g. a stride-4 ``conv3_3`` head for tiny objects), and
+:func:`prior_config` reads a model's configuration back from its PriorBox layers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import keras
@@ -19,40 +22,22 @@ from keras import layers
 from . import layout
 from ._keras_compat import producing_layer
 from .data.classes import VOC_CLASSES
+from .priors import DEFAULT_PRIORS, NORMALIZED_SOURCES, VARIANCES, HeadSpec, PriorConfig, as_prior_config
 from .ssd_layers import Normalize, PriorBox
 
-__all__ = ["SSD300", "VOC_CLASSES", "HEADS", "HeadSpec", "prior_boxes", "detect",
-           "with_detection_output", "NUM_PRIORS_SSD300"]
+__all__ = ["SSD300", "VOC_CLASSES", "HEADS", "HeadSpec", "PriorConfig", "prior_boxes", "prior_config",
+           "prior_layers", "detect", "with_detection_output", "NUM_PRIORS_SSD300", "VARIANCES", "PRIORBOX_SUFFIX"]
 
 
-VARIANCES = (0.1, 0.1, 0.2, 0.2)
 NUM_PRIORS_SSD300 = 7308
 _ORIGINAL_NUM_CLASSES = 21  # conf heads of other class counts get a suffix in their names
+_DEFAULT_COUNTS = {head.source: head.num_priors for head in DEFAULT_PRIORS.heads}
+NORM_SCALE = 20.0
 
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """One prediction head: the layer it reads and its default boxes."""
-
-    source: str
-    min_size: float
-    max_size: float | None
-    aspect_ratios: tuple[float, ...]
-
-    @property
-    def num_priors(self) -> int:
-        return PriorBox((1, 1), self.min_size, self.max_size, self.aspect_ratios).num_priors
-
-
-HEADS = (
-    HeadSpec("conv4_3_norm", 30.0, None, (2.0,)),
-    HeadSpec("fc7", 60.0, 114.0, (2.0, 3.0)),
-    HeadSpec("conv6_2", 114.0, 168.0, (2.0, 3.0)),
-    HeadSpec("conv7_2", 168.0, 222.0, (2.0, 3.0)),
-    HeadSpec("conv8_2", 222.0, 276.0, (2.0, 3.0)),
-    HeadSpec("pool6", 276.0, 330.0, (2.0, 3.0)),
-)
-"""The six heads of SSD300 in output order (prior sizes in pixels of the 300x300 input)."""
+HEADS = DEFAULT_PRIORS.heads
+"""The six heads of SSD300 in output order (prior sizes in pixels of the 300x300 input):
+:data:`ssd_keras.priors.DEFAULT_PRIORS`. A head's ``source`` is the backbone layer (``conv4_3``);
+``layer`` is what it reads and names its layers by (``conv4_3_norm``)."""
 
 
 def _conv(x, filters, kernel, name, width, strides=1, padding="same", dilation=1):
@@ -65,9 +50,19 @@ def _pool(x, name, size=2, strides=2):
     return layers.MaxPooling2D(size, strides=strides, padding="same", name=name)(x)
 
 
+def _head_names(head: HeadSpec, num_classes: int) -> tuple[str, str]:
+    """The suffixes of a head's loc and conf layers: ``_p<n>`` when its priors per cell differ
+    from the default head's on the same source, then ``_<num_classes>`` on conf for other class
+    counts, so that a weight file of another layout reports them as skipped, not as a mismatch."""
+    default = _DEFAULT_COUNTS.get(head.source)
+    loc = "" if default in (None, head.num_priors) else f"_p{head.num_priors}"
+    conf = loc + ("" if num_classes == _ORIGINAL_NUM_CLASSES else f"_{num_classes}")
+    return loc, conf
+
+
 def SSD300(input_shape: Sequence[int] = (300, 300, 3), num_classes: int = 21,
-           width_multiplier: float = 1.0) -> keras.Model:
-    """Builds SSD300 (VGG16 backbone, six heads, 7308 default boxes at 300x300).
+           width_multiplier: float = 1.0, priors: PriorConfig | dict | str | None = None) -> keras.Model:
+    """Builds SSD300 (VGG16 backbone; by default six heads, 7308 default boxes at 300x300).
 
     Args:
         input_shape: ``(height, width, channels)`` of the preprocessed input (see
@@ -78,6 +73,13 @@ def SSD300(input_shape: Sequence[int] = (300, 300, 3), num_classes: int = 21,
         width_multiplier: scales the channel count of every backbone and extra-layer
             convolution (rounded, at least 8); names, head outputs and priors do not change.
             1.0 is the original network exactly. Thin models train and test fast.
+        priors: the heads (:class:`ssd_keras.priors.PriorConfig`, its JSON object or a JSON
+            file; default :data:`ssd_keras.priors.DEFAULT_PRIORS`, the original network
+            exactly). Heads on ``conv3_3`` / ``conv4_3`` read them L2-normalised
+            (``conv3_3_norm`` / ``conv4_3_norm``). A head whose priors per cell differ from the
+            default head's on the same source has ``_p<n>`` after ``mbox_loc`` / ``mbox_conf``
+            in its layer names (e.g. ``fc7_mbox_loc_p4``), so that the VOC weights load the
+            backbone and report such heads as skipped. Layers no head depends on are left out.
 
     Returns:
         A ``keras.Model`` named ``ssd300`` mapping ``(batch, H, W, 3)`` float32 to
@@ -94,6 +96,7 @@ def SSD300(input_shape: Sequence[int] = (300, 300, 3), num_classes: int = 21,
                          f"got {num_classes}")
     if not width_multiplier > 0:
         raise ValueError(f"width_multiplier must be positive, got {width_multiplier}")
+    config = as_prior_config(priors)
     num_classes = int(num_classes)
     w = float(width_multiplier)
 
@@ -119,34 +122,42 @@ def SSD300(input_shape: Sequence[int] = (300, 300, 3), num_classes: int = 21,
     x = _conv(x, 128, 1, "conv8_1", w)
     x = net["conv8_2"] = _conv(x, 256, 3, "conv8_2", w, strides=2)
     net["pool6"] = layers.GlobalAveragePooling2D(name="pool6")(x)
-    net["conv4_3_norm"] = Normalize(20.0, name="conv4_3_norm")(net["conv4_3"])
+    for head in config.heads:
+        if head.source in NORMALIZED_SOURCES and head.layer not in net:
+            net[head.layer] = Normalize(NORM_SCALE, name=head.layer)(net[head.source])
 
-    suffix = "" if num_classes == _ORIGINAL_NUM_CLASSES else f"_{num_classes}"
     img_size = (input_shape[1], input_shape[0])
-    locs, confs, priors = [], [], []
-    for head in HEADS:
-        src, n = head.source, head.num_priors
+    locs, confs, priors_out = [], [], []
+    for head in config.heads:
+        src, n = head.layer, head.num_priors
+        loc_suffix, conf_suffix = _head_names(head, num_classes)
         priorbox = PriorBox(img_size, head.min_size, head.max_size, head.aspect_ratios,
                             variances=VARIANCES, name=f"{src}_mbox_priorbox")
         if src == "pool6":
             # The global pool has no spatial grid: its head is two Dense layers.
-            locs.append(layers.Dense(n * 4, name="pool6_mbox_loc_flat")(net[src]))
+            locs.append(layers.Dense(n * 4, name=f"pool6_mbox_loc_flat{loc_suffix}")(net[src]))
             confs.append(layers.Dense(n * num_classes,
-                                      name=f"pool6_mbox_conf_flat{suffix}")(net[src]))
+                                      name=f"pool6_mbox_conf_flat{conf_suffix}")(net[src]))
             channels = net[src].shape[-1]
             reshaped = layers.Reshape((1, 1, channels), name="pool6_reshaped")(net[src])
-            priors.append(priorbox(reshaped))
+            priors_out.append(priorbox(reshaped))
             continue
-        loc = layers.Conv2D(n * 4, 3, padding="same", name=f"{src}_mbox_loc")(net[src])
+        loc = layers.Conv2D(n * 4, 3, padding="same", name=f"{src}_mbox_loc{loc_suffix}")(net[src])
         locs.append(layers.Flatten(name=f"{src}_mbox_loc_flat")(loc))
         conf = layers.Conv2D(n * num_classes, 3, padding="same",
-                             name=f"{src}_mbox_conf{suffix}")(net[src])
+                             name=f"{src}_mbox_conf{conf_suffix}")(net[src])
         confs.append(layers.Flatten(name=f"{src}_mbox_conf_flat")(conf))
-        priors.append(priorbox(net[src]))
+        priors_out.append(priorbox(net[src]))
 
-    mbox_loc = layers.Concatenate(axis=1, name="mbox_loc")(locs)
-    mbox_conf = layers.Concatenate(axis=1, name="mbox_conf")(confs)
-    mbox_priorbox = layers.Concatenate(axis=1, name="mbox_priorbox", dtype="float32")(priors)
+    def joined(tensors, name, **kwargs):
+        # one head: no concatenation, but the layer name the rest of the package looks for
+        if len(tensors) == 1:
+            return layers.Identity(name=name, **kwargs)(tensors[0])
+        return layers.Concatenate(axis=1, name=name, **kwargs)(tensors)
+
+    mbox_loc = joined(locs, "mbox_loc")
+    mbox_conf = joined(confs, "mbox_conf")
+    mbox_priorbox = joined(priors_out, "mbox_priorbox", dtype="float32")
     num_boxes = mbox_loc.shape[-1] // 4
     # The outputs stay float32 under a mixed-precision policy (priors, softmax, box offsets).
     mbox_loc = layers.Reshape((num_boxes, 4), name="mbox_loc_final", dtype="float32")(mbox_loc)
@@ -158,7 +169,7 @@ def SSD300(input_shape: Sequence[int] = (300, 300, 3), num_classes: int = 21,
     return keras.Model(inputs, predictions, name="ssd300")
 
 
-def _prior_layers(model: keras.Model) -> list[PriorBox]:
+def prior_layers(model: keras.Model) -> list[PriorBox]:
     """The PriorBox layers of a model in the order their outputs are concatenated."""
     try:
         concat = model.get_layer("mbox_priorbox")
@@ -187,10 +198,32 @@ def prior_boxes(model: keras.Model) -> np.ndarray:
         ``(num_priors, 8)`` float32 rows ``[xmin, ymin, xmax, ymax, var0..var3]``, normalised
         corners, in the order of the model's predictions (7308 rows for SSD300).
     """
-    prior_layers = _prior_layers(model)
-    if not prior_layers:
+    found = prior_layers(model)
+    if not found:
         raise ValueError(f"model {model.name!r} has no PriorBox layers")
-    return np.concatenate([layer.priors for layer in prior_layers], axis=0).astype(np.float32)
+    return np.concatenate([layer.priors for layer in found], axis=0).astype(np.float32)
+
+
+PRIORBOX_SUFFIX = "_mbox_priorbox"
+
+
+def prior_config(model: keras.Model) -> PriorConfig:
+    """The prior configuration a model was built from, read from its PriorBox layers
+    (``<source>_mbox_priorbox``): ``SSD300(..., priors=prior_config(model))`` rebuilds its heads.
+
+    Raises:
+        ValueError: the model has no PriorBox layers, or one is not named after its source.
+    """
+    found = prior_layers(model)
+    if not found:
+        raise ValueError(f"model {model.name!r} has no PriorBox layers")
+    heads = []
+    for layer in found:
+        if not layer.name.endswith(PRIORBOX_SUFFIX):
+            raise ValueError(f"PriorBox layer {layer.name!r} is not named <source>{PRIORBOX_SUFFIX}")
+        heads.append(HeadSpec(layer.name[:-len(PRIORBOX_SUFFIX)], layer.min_size, layer.max_size,
+                              tuple(layer.aspect_ratios_arg or ())))
+    return PriorConfig(tuple(heads))
 
 
 def with_detection_output(model: keras.Model, **detection_kwargs) -> keras.Model:

@@ -16,6 +16,7 @@ from keras import ops
 from . import layout
 from .boxes import decode
 from .checks import fraction, non_negative_int, positive_int
+from .priors import expand_aspect_ratios, prior_box_grid  # prior_box_grid: its old home
 
 __all__ = ["Normalize", "PriorBox", "DetectionOutput", "prior_box_grid"]
 
@@ -67,78 +68,12 @@ class Normalize(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale}
 
 
-def _expand_aspect_ratios(max_size, aspect_ratios, flip) -> list[float]:
-    """The original port's ratio list: ``[1]``, a second ``1`` with ``max_size``, then each new
-    ratio and (with ``flip``) its inverse."""
-    ratios = [1.0]
-    if max_size:
-        ratios.append(1.0)
-    for ratio in aspect_ratios or ():
-        if ratio in ratios:
-            continue
-        ratios.append(float(ratio))
-        if flip:
-            ratios.append(1.0 / ratio)
-    return ratios
-
-
-def prior_box_grid(img_size: Sequence[float], feature_size: Sequence[int], min_size: float,
-                   max_size: float | None = None, aspect_ratios: Sequence[float] | None = None,
-                   flip: bool = True, variances: Sequence[float] = (0.1,),
-                   clip: bool = True) -> np.ndarray:
-    """Default boxes of one SSD head, computed in NumPy (float64) exactly as the original port.
-
-    Args:
-        img_size: ``(width, height)`` of the network input in pixels.
-        feature_size: ``(width, height)`` of the feature map the head reads.
-        min_size, max_size, aspect_ratios, flip, variances, clip: see :class:`PriorBox`.
-
-    Returns:
-        ``(feature_h * feature_w * num_ratios, 8)`` rows ``[xmin, ymin, xmax, ymax, v0, v1, v2,
-        v3]``: corners normalised by the image size, grid row-major (y outer, x inner), the
-        priors of one cell consecutive.
-    """
-    img_width, img_height = img_size
-    layer_width, layer_height = feature_size
-    ratios = _expand_aspect_ratios(max_size, aspect_ratios, flip)
-    widths, heights = [], []
-    for ratio in ratios:
-        if ratio == 1 and not widths:
-            widths.append(min_size)
-            heights.append(min_size)
-        elif ratio == 1:
-            side = np.sqrt(min_size * max_size)
-            widths.append(side)
-            heights.append(side)
-        else:
-            widths.append(min_size * np.sqrt(ratio))
-            heights.append(min_size / np.sqrt(ratio))
-    half_w = 0.5 * np.asarray(widths)
-    half_h = 0.5 * np.asarray(heights)
-
-    step_x = img_width / layer_width
-    step_y = img_height / layer_height
-    lin_x = np.linspace(0.5 * step_x, img_width - 0.5 * step_x, layer_width)
-    lin_y = np.linspace(0.5 * step_y, img_height - 0.5 * step_y, layer_height)
-    centers_x, centers_y = np.meshgrid(lin_x, lin_y)  # (h, w), y outer
-    cx = centers_x.reshape(-1, 1)
-    cy = centers_y.reshape(-1, 1)
-
-    boxes = np.stack([(cx - half_w) / img_width, (cy - half_h) / img_height,
-                      (cx + half_w) / img_width, (cy + half_h) / img_height], axis=-1)
-    boxes = boxes.reshape(-1, 4)  # (cells * ratios, 4), priors of one cell consecutive
-    if clip:
-        boxes = np.clip(boxes, 0.0, 1.0)
-    variances = np.broadcast_to(np.asarray(variances, dtype=np.float64), (len(boxes), 4))
-    return np.concatenate([boxes, variances], axis=1)
-
-
 @keras.saving.register_keras_serializable(package="ssd_keras")
 class PriorBox(keras.layers.Layer):
     """Default (prior) boxes of one SSD head, as a constant tiled over the batch.
 
     The boxes depend only on the static spatial size of the input feature map; they are
-    computed once in ``build`` (see :func:`prior_box_grid`) and the call tiles them to the
+    computed once in ``build`` (see :func:`ssd_keras.priors.prior_box_grid`) and the call tiles them to the
     dynamic batch size.
 
     Args:
@@ -179,7 +114,7 @@ class PriorBox(keras.layers.Layer):
         self.variances = variances
         self.clip = bool(clip)
         # The full ratio list, as the original's ``aspect_ratios`` attribute.
-        self.aspect_ratios = _expand_aspect_ratios(self.max_size, self.aspect_ratios_arg, flip)
+        self.aspect_ratios = expand_aspect_ratios(self.max_size, self.aspect_ratios_arg, flip)
         self.priors: np.ndarray | None = None
 
     @property

@@ -450,3 +450,38 @@ def test_overlay_blends_the_map_and_draws_box_and_caption(sample_image):
     assert not np.array_equal(caption, plain[int(0.5 * height) - 5, left + 2:left + 40])
     with pytest.raises(ValueError, match="box"):
         overlay(sample_image, heatmap, label="x")
+
+
+# --------------------------------------------------------------------------- #
+# (6) A model of another prior configuration
+# --------------------------------------------------------------------------- #
+def test_gradcam_follows_the_heads_of_a_custom_prior_config():
+    from ssd_keras.priors import HeadSpec, PriorConfig
+    from ssd_keras.ssd import SSD300
+
+    config = PriorConfig((HeadSpec("conv3_3", 12.0, 20.0, (2.0,)), HeadSpec("fc7", 40.0, None, (2.0,)),
+                          HeadSpec("pool6", 100.0)))
+    model = SSD300((128, 128, 3), num_classes=3, width_multiplier=0.125, priors=config)
+    cam = GradCAM(model)
+    assert cam.feature_layers == ("conv3_3", "fc7", "conv8_2")
+    # conv3_3: 32x32 cells x 4 priors, fc7: 8x8 x 3, pool6: 1
+    starts = {"conv3_3": 0, "fc7": 32 * 32 * 4, "conv8_2": 32 * 32 * 4 + 8 * 8 * 3}
+    edges = [0, starts["fc7"] - 1, starts["fc7"], starts["conv8_2"] - 1, starts["conv8_2"]]
+    assert cam.layers_for(np.array(edges), len(edges)) == ["conv3_3", "conv3_3", "fc7", "fc7", "conv8_2"]
+    assert cam.layers_for(None, 1) == ["conv3_3"]
+
+    # a conv3_3 prior's gradient stays in the 3x3 cells around its own, found from its box
+    priors = prior_boxes(model)
+    index = (20 * 32 + 9) * 4 + 3
+    centre_x, centre_y = priors[index, [0, 2]].mean(), priors[index, [1, 3]].mean()
+    row, col = int(centre_y * 32), int(centre_x * 32)
+    assert (row, col) == (20, 9)
+    x = np.random.default_rng(0).uniform(-100, 100, (2, 128, 128, 3)).astype(np.float32)
+    names, _, gradients = cam.feature_gradients(x, np.array([1, 2]), np.array([index, starts["conv8_2"]]))
+    assert names == ["conv3_3", "conv8_2"]
+    magnitude = np.abs(gradients[0]).sum(axis=-1)
+    near = np.zeros(magnitude.shape, dtype=bool)
+    near[row - 1:row + 2, col - 1:col + 2] = True
+    assert np.all(magnitude[~near] == 0) and np.all(magnitude[near] > 0)
+    maps = cam(x, np.array([1, 2]), np.array([index, starts["fc7"] + 7]))
+    assert maps.shape == (2, 128, 128) and maps.dtype == np.float32

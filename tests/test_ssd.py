@@ -198,3 +198,36 @@ def test_mixed_precision_keeps_outputs_float32_and_finite(two_images):
     assert y.dtype == np.float32 and np.isfinite(y).all()
     np.testing.assert_allclose(y[..., 4:25].sum(-1), 1.0, atol=1e-3)
     np.testing.assert_array_equal(y[0, :, -8:], prior_boxes(model))
+
+
+def test_default_prior_config_is_todays_network_exactly(full_ssd):
+    from ssd_keras.priors import DEFAULT_PRIORS
+    from ssd_keras.ssd import HEADS, prior_config
+
+    assert full_ssd.count_params() == 25_765_497
+    assert prior_config(full_ssd) == DEFAULT_PRIORS and HEADS == DEFAULT_PRIORS.heads
+    for given in (DEFAULT_PRIORS, DEFAULT_PRIORS.to_dict()):
+        model = SSD300(priors=given)
+        assert [layer.name for layer in model.layers] == [layer.name for layer in full_ssd.layers]
+        assert [(w.path, tuple(w.shape)) for w in model.weights] == [(w.path, tuple(w.shape))
+                                                                     for w in full_ssd.weights]
+        np.testing.assert_array_equal(prior_boxes(model), prior_boxes(full_ssd))
+
+
+def test_custom_prior_config_model_saves_and_loads(tmp_path):
+    from ssd_keras.priors import HeadSpec, PriorConfig
+
+    config = PriorConfig((HeadSpec("conv3_3", 10.0, 16.0, (2.0,)), HeadSpec("conv6_2", 90.0)))
+    model = SSD300((96, 96, 3), num_classes=3, width_multiplier=0.125, priors=config)
+    model.save(tmp_path / "custom.keras")
+    loaded = keras.models.load_model(tmp_path / "custom.keras")
+    x = np.random.default_rng(2).uniform(-128, 128, (1, 96, 96, 3)).astype("float32")
+    np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
+    np.testing.assert_array_equal(prior_boxes(loaded), config.priors((96, 96, 3)))
+
+
+def test_bad_prior_config_raises():
+    with pytest.raises(ValueError, match="source must be one of"):
+        SSD300(width_multiplier=0.125, priors={"heads": [{"source": "conv2_2", "min_size": 8}]})
+    with pytest.raises(FileNotFoundError):
+        SSD300(width_multiplier=0.125, priors="no_such_priors.json")

@@ -1,5 +1,6 @@
-"""``csv``: dataset CSVs from Pascal VOC XML, COCO, YOLO, class folders or an image folder, and
-annotation CSVs back to COCO and YOLO (no TensorFlow).
+"""``csv``: dataset CSVs from Pascal VOC XML, COCO, YOLO, class folders or an image folder,
+annotation CSVs back to COCO and YOLO, and the dataset check with its prior suggestion (no
+TensorFlow).
 
 (This module is ``ssd_keras.cli.csv``; ``import csv`` elsewhere still imports the standard library's,
 imports being absolute.)
@@ -19,7 +20,9 @@ EXAMPLES = (
     "%(prog)s yolo labels/train images/train train.csv --data data.yaml",
     "%(prog)s to-coco train.csv train.json",
     "%(prog)s to-yolo train.csv labels/   # + labels/classes.txt",
+    "%(prog)s check train.csv --plot check.png --suggest-priors priors.json",
 )
+DEFAULT_MAX_PRIORS = 20_000
 
 
 def add_parser(commands) -> argparse.ArgumentParser:
@@ -32,7 +35,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     "classification CSV from a folder per class (classes.txt beside it, which its labels "
                     "index), or an annotation CSV without boxes listing the images of a folder; and an "
                     "annotation CSV back to a COCO instances file or to YOLO label files. Inputs are checked "
-                    "before anything is written, every bad line listed in one error.",
+                    "before anything is written, every bad line listed in one error. 'check' reports what an "
+                    "annotation CSV holds, its problems and how well the model's priors cover its boxes, and "
+                    "can suggest priors that fit them.",
         examples=EXAMPLES)
     sources = tools.add_subparsers(dest="source", required=True, metavar="SOURCE")
     voc = sources.add_parser("voc", help="Pascal VOC XML annotations to an annotation CSV (+ <stem>_classes.txt)")
@@ -74,8 +79,63 @@ def add_parser(commands) -> argparse.ArgumentParser:
         exporter.add_argument("--classes", metavar="voc|FILE",
                               help="class list numbering the classes (default: <csv stem>_classes.txt beside "
                                    "the CSV when there is one, else the CSV's sorted class names)")
+    _add_check(sources)
     tools.set_defaults(run=run)
     return tools
+
+
+def _add_check(sources) -> None:
+    from ._common import positive_int
+
+    check = sources.add_parser(
+        "check", help="check an annotation CSV: counts, problems, box sizes, prior coverage; suggest priors",
+        description="Prints (and with --json writes) what an annotation CSV holds: images, boxes, boxes per "
+                    "class, images without boxes; its problems (degenerate, outside, clipped, tiny, duplicate "
+                    "boxes, invalid rows, unreadable images, with their lines); the box size and aspect-ratio "
+                    "distribution at the network input; and the prior coverage: the share of boxes whose best "
+                    "IoU with the model's priors reaches the matching threshold 0.5, overall and per size "
+                    "bucket. --suggest-priors searches a prior configuration that covers the boxes within "
+                    "--max-priors (train --priors takes it).")
+    check.add_argument("csv", metavar="CSV", help="annotation CSV")
+    check.add_argument("--json", metavar="OUT", help="write the report as JSON")
+    check.add_argument("--plot", metavar="OUT.png", help="write a picture: box size / aspect-ratio scatter "
+                                                         "with the priors' shapes, and the best-IoU histogram")
+    check.add_argument("--suggest-priors", metavar="OUT.json",
+                       help="write a prior configuration fitted to the boxes, and report its coverage")
+    check.add_argument("--max-priors", type=positive_int, default=DEFAULT_MAX_PRIORS, metavar="N",
+                       help="prior budget of --suggest-priors (default: %(default)s; SSD300 has 7308)")
+    check.add_argument("--priors", metavar="CONFIG", help="prior configuration JSON to measure (default: "
+                                                          "SSD300's 7308 priors)")
+    check.add_argument("--classes", metavar="voc|FILE",
+                       help="class list (default: the CSV's class names; other names are invalid rows)")
+    check.add_argument("--input-size", type=positive_int, default=300, metavar="N",
+                       help="network input size, as train's --input-size (default: %(default)s)")
+
+
+def _check(args: argparse.Namespace, classes: list[str] | None) -> int:
+    import json
+
+    from ..data.check import check_dataset, format_check, plot_check, suggest
+
+    input_shape = (args.input_size, args.input_size, 3)
+    report = check_dataset(args.csv, classes=classes, priors=args.priors, input_shape=input_shape)
+    if args.suggest_priors:
+        if not len(report.boxes):
+            raise ValueError(f"{args.csv}: no usable boxes to suggest priors for")
+        suggest(report, args.max_priors)
+        report.suggestion.config.save(args.suggest_priors)
+    print(format_check(report))
+    if args.suggest_priors:
+        print(f"suggested priors -> {args.suggest_priors} (train --priors {args.suggest_priors})")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as file:
+            json.dump(report.summary, file, indent=2)
+            file.write("\n")
+        print(f"report -> {args.json}")
+    if args.plot:
+        plot_check(report, args.plot)
+        print(f"plot -> {args.plot}")
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
         from ..models import read_class_names
 
         classes = read_class_names(args.classes)
+    if args.source == "check":
+        return _check(args, classes)
     if args.source in ("voc", "coco", "yolo"):
         if args.source == "voc":
             names = csv_tools.voc_to_csv(args.annotations_dir, args.images_dir, args.out_csv, classes=classes)

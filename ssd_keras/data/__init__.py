@@ -1,5 +1,5 @@
-"""Training data: annotation CSVs, dataset importers (VOC, COCO, YOLO) and exporters, augmentations,
-batch generators, synthetic scenes.
+"""Training data: annotation CSVs, dataset importers (VOC, COCO, YOLO) and exporters, the dataset check,
+augmentations, batch generators, synthetic scenes.
 
 Loaded lazily: ``import ssd_keras.data`` imports no TensorFlow or Keras; a name loads its module
 on first use (the generators load Keras). MarkNet's classification data and synthetic marks live
@@ -31,6 +31,9 @@ _EXPORTS = {
     "csv_to_yolo": ".yolo",
     "read_yolo_names": ".yolo",
     "yolo_to_csv": ".yolo",
+    "DatasetCheck": ".check",
+    "check_dataset": ".check",
+    "plot_check": ".check",
     "CSVGenerator": ".generator",
     "make_dataset": ".generator",
     "SHAPE_CLASSES": ".synthetic",
@@ -52,6 +55,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from ..marknet.marks import MARK_CLASSES, make_mark_image, make_marks_dataset
     from .annotations import read_annotations, to_normalized_targets, write_annotations
     from .augment import Augmentation, augment
+    from .check import DatasetCheck, check_dataset, plot_check
     from .classes import AnnotationError, AnnotationWarning, read_class_list, write_class_list
     from .coco import coco_to_csv, csv_to_coco
     from .csv_tools import folders_to_csv, images_to_csv, voc_to_csv
