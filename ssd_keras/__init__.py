@@ -21,6 +21,7 @@ _EXPORTS = {
     "with_detection_output": ".ssd",
     "Normalize": ".ssd_layers",
     "PriorBox": ".ssd_layers",
+    "PriorConfig": ".priors",
     "BBoxUtility": ".ssd_utils",
     "MultiboxLoss": ".ssd_training",
     "DetectionOutput": ".ssd_layers",
@@ -61,6 +62,7 @@ __all__ = [
     "MultiboxLoss",
     "Normalize",
     "PriorBox",
+    "PriorConfig",
     "SSD300",
     "VOC_CLASSES",
     "WeightsFileError",
@@ -101,6 +103,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .marknet.training import load_marknet
     from .models import load_demo_model, resolve_model
     from .plots import plot_detections
+    from .priors import PriorConfig
     from .data.classes import VOC_CLASSES
     from .ssd import SSD300, detect, prior_boxes, with_detection_output
     from .ssd_layers import DetectionOutput, Normalize, PriorBox

@@ -37,6 +37,7 @@ from .data.generator import CSVGenerator
 from ._keras_compat import MultiWorkerModel
 from .checkpoints import begin_run, fit_run
 from .checks import fraction, positive_int, positive_number
+from .priors import as_prior_config
 from .runs import open_run
 from .ssd import SSD300, prior_boxes
 from .ssd_training import MultiboxLoss
@@ -53,7 +54,7 @@ ORIGINAL_FREEZE = ("input_1", "conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2
 
 
 SETTINGS = ("csv", "val_csv", "weights", "classes", "batch_size", "lr", "lr_decay", "width_multiplier",
-            "input_shape", "freeze", "seed")
+            "input_shape", "priors", "freeze", "seed")
 """What defines a run (``config.json`` keys): a command that changes one of them is refused. The
 others (``epochs``, ``workers``, ``keep_checkpoints``, ``strategy``) may change between commands."""
 
@@ -77,6 +78,7 @@ class TrainConfig:
     lr_decay: float = 1.0
     width_multiplier: float = 1.0
     input_shape: tuple[int, int, int] = (300, 300, 3)
+    priors: dict | str | None = None  # a prior configuration (JSON object or file); None: SSD300's 7308 priors
     freeze: list[str] = field(default_factory=list)
     strategy: str | None = None
     seed: int | None = None
@@ -91,6 +93,8 @@ class TrainConfig:
         self.width_multiplier = positive_number(self.width_multiplier, "width_multiplier")
         if self.strategy not in (None, "mirrored", "multiworker"):
             raise ValueError(f"strategy must be 'mirrored' or 'multiworker', got {self.strategy}")
+        if self.priors is not None:  # config.json keeps the configuration itself, not a path to it
+            self.priors = as_prior_config(self.priors).to_dict()
 
 
 class _StopOnNaN(keras.callbacks.Callback):
@@ -180,7 +184,7 @@ def train(config: TrainConfig, verbose: int = 1, overwrite: bool = False,
             keras.utils.set_random_seed(config.seed)
         with strategy.scope():
             model = SSD300(tuple(config.input_shape), num_classes=num_classes,
-                           width_multiplier=config.width_multiplier)
+                           width_multiplier=config.width_multiplier, priors=config.priors)
             if config.strategy == "multiworker":
                 model = MultiWorkerModel(model.input, model.output, name=model.name)
             if config.weights:  # the starting point; a saved state replaces it below

@@ -275,3 +275,28 @@ def test_multi_worker_strategy_with_two_processes(train_csv, tmp_path):
     assert len(chief) == 1 and np.isfinite(float(chief[0]["loss"]))
     assert chief[0]["loss"] == other[0]["loss"]  # one synchronised model
     assert json.loads((out / "config.json").read_text())["replicas"] == 2
+
+
+def test_a_prior_configuration_is_a_setting_of_the_run(tmp_path):
+    """`--priors FILE` is kept in config.json as the configuration itself (not the path), is one of
+    the settings a later command may not change, and resolve_model rebuilds that model from it."""
+    from ssd_keras.models import resolve_model
+    from ssd_keras.priors import HeadSpec, PriorConfig
+    from ssd_keras.runs import RunFolder
+    from ssd_keras.ssd import prior_boxes
+    from ssd_keras.trainer import SETTINGS
+
+    config = PriorConfig((HeadSpec("conv4_3", 20.0), HeadSpec("fc7", 60.0, 114.0, (2.0,))))
+    path = tmp_path / "priors.json"
+    path.write_text(json.dumps(config.to_dict()))
+    settings = TrainConfig(csv="a.csv", out=str(tmp_path / "run"), priors=str(path))
+    assert settings.priors == config.to_dict() and "priors" in SETTINGS
+    model = SSD300(num_classes=3, width_multiplier=0.125, priors=config)
+    run = RunFolder(tmp_path / "run").create()
+    run.write_config({"classes": ["a", "b"], "width_multiplier": 0.125, "input_shape": [300, 300, 3],
+                      "priors": settings.priors})
+    model.save_weights(str(run.final_weights))
+    rebuilt, names, _ = resolve_model(run.final_weights)
+    assert names == ["a", "b"]
+    np.testing.assert_array_equal(prior_boxes(rebuilt), prior_boxes(model))
+    assert len(prior_boxes(rebuilt)) == 38 * 38 + 19 * 19 * 4

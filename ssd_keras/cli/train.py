@@ -61,6 +61,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
                              "nothing is frozen")
     parser.add_argument("--strategy", choices=["mirrored", "multiworker"],
                         help="tf.distribute strategy: all local GPUs, or the workers of TF_CONFIG")
+    parser.add_argument("--priors", metavar="PATH",
+                        help="prior configuration JSON (csv check --suggest-priors writes one; default: "
+                             "SSD300's 7308 priors); kept in the run's config.json")
     parser.add_argument("--seed", type=int, help="seed for weights, order and augmentation")
     parser.add_argument("--workers", type=positive_int, default=1, help="data loading threads (default: %(default)s)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -131,7 +134,7 @@ def _run(args: argparse.Namespace) -> int:
                          epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay,
                          width_multiplier=args.width_multiplier, input_shape=(size, size, 3), freeze=freeze,
                          strategy=args.strategy, seed=args.seed, workers=args.workers,
-                         keep_checkpoints=args.keep_checkpoints)
+                         keep_checkpoints=args.keep_checkpoints, priors=args.priors)
     try:
         status = run_training(lambda: train(config, verbose=0 if args.quiet else 1, overwrite=args.overwrite,
                                             say=lambda message: print(message, flush=True)))
