@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ._common import add_command, class_list, dropout_rate, positive_float, positive_int
-from .train import RUN_FOLDER_HELP, add_run_folder_options, run_training
+from .train import RUN_FOLDER_HELP, add_run_folder_options, interruptible, run_training
 
 __all__ = ["add_parser", "run_train", "run_evaluate", "run_explain"]
 
@@ -91,15 +90,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
     return marknet
 
 
+@interruptible
 def run_train(args: argparse.Namespace) -> int:
-    try:
-        return _run_train(args)
-    except KeyboardInterrupt:  # while TensorFlow starts
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-def _run_train(args: argparse.Namespace) -> int:
     from ..models import import_tensorflow_quietly
 
     import_tensorflow_quietly()

@@ -7,12 +7,14 @@ or holds a run of other settings, 130 interrupted (Ctrl-C).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 
 from ._common import add_command, class_list, nonzero_fraction, positive_float, positive_int
 
-__all__ = ["add_parser", "run", "CPU_DEVICES_ENV", "add_run_folder_options", "run_training", "RUN_FOLDER_HELP"]
+__all__ = ["add_parser", "run", "CPU_DEVICES_ENV", "add_run_folder_options", "run_training", "interruptible",
+           "RUN_FOLDER_HELP"]
 
 CPU_DEVICES_ENV = "SSD_KERAS_CPU_DEVICES"
 """Set to N to split the CPU into N logical devices, so that ``--strategy mirrored`` runs (and is
@@ -109,15 +111,22 @@ def _split_cpu(count: int) -> None:
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration() for _ in range(count)])
 
 
+def interruptible(command):
+    """A command's run function whose Ctrl-C before training (while TensorFlow starts) exits 130
+    with one line, like one during training (:func:`run_training`)."""
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return run
+
+
+@interruptible
 def run(args: argparse.Namespace) -> int:
-    try:
-        return _run(args)
-    except KeyboardInterrupt:  # while TensorFlow starts
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-def _run(args: argparse.Namespace) -> int:
     from ..models import import_tensorflow_quietly
 
     import_tensorflow_quietly()
