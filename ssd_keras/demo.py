@@ -40,7 +40,6 @@ PANEL_GAP = 3
 IMAGE_GAP = 16
 """Black pixels after an image's last panel, between images in the summary."""
 STRIP_COLOR = (32, 32, 32)
-GRADCAM_BOX_COLOR = (255, 255, 255)
 
 
 def sample_photo_path() -> str:
@@ -129,7 +128,7 @@ def _pictures(image: np.ndarray, rows: np.ndarray, truth: np.ndarray | None, exp
         "gradcam": None}
     if explained is not None:
         pictures["gradcam"] = overlay(image, explained["map"], box=explained["detection"][layout.BOX],
-                                      label=explained["label"], color=GRADCAM_BOX_COLOR)
+                                      label=explained["label"])  # overlay's white box
     return pictures
 
 
