@@ -19,6 +19,8 @@ _EXPORTS = {
     "prior_boxes": ".ssd",
     "detect": ".ssd",
     "with_detection_output": ".ssd",
+    "export_model": ".export",
+    "load_exported": ".exported",
     "Normalize": ".ssd_layers",
     "PriorBox": ".ssd_layers",
     "PriorConfig": ".priors",
@@ -74,9 +76,11 @@ __all__ = [
     "evaluate_model",
     "explain_marks",
     "explain_detections",
+    "export_model",
     "guided_backprop",
     "guided_grad_cam",
     "load_demo_model",
+    "load_exported",
     "load_image",
     "load_marknet",
     "load_weights",
@@ -106,6 +110,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .priors import PriorConfig
     from .data.classes import VOC_CLASSES
     from .ssd import SSD300, detect, prior_boxes, with_detection_output
+    from .export import export_model
+    from .exported import load_exported
     from .ssd_layers import DetectionOutput, Normalize, PriorBox
     from .ssd_training import MultiboxLoss
     from .ssd_utils import BBoxUtility

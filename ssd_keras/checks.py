@@ -2,7 +2,8 @@
 positive integer, a positive number and a fraction are, and how a bad one is reported.
 
 Each returns the value converted (``int`` or ``float``) or raises ``ValueError`` naming the
-argument and the value.
+argument and the value. :class:`MissingDependencyError` is the one error for an optional package
+that is not installed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,12 @@ import math
 import numbers
 from typing import Any
 
-__all__ = ["integer", "positive_int", "non_negative_int", "positive_number", "fraction"]
+__all__ = ["integer", "positive_int", "non_negative_int", "positive_number", "fraction", "MissingDependencyError"]
+
+
+class MissingDependencyError(ImportError):
+    """An optional package a feature needs is not installed (the message says what to install);
+    the command line reports it in one line, exit status 1."""
 
 
 def integer(value: Any, name: str, minimum: int | None = None, integral_floats: bool = False) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import layout
 from .boxes import to_pixels
+from .checks import MissingDependencyError
 from .data.coco import coco_dataset, coco_results
 
 __all__ = ["METRIC_KEYS", "MissingDependencyError", "coco_evaluate", "format_coco_results", "require_pycocotools",
@@ -38,10 +39,6 @@ METRIC_KEYS: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1"
 """The metrics, in the order of pycocotools' ``COCOeval.stats``."""
 
 INSTALL_HINT = "pip install 'pycocotools>=2.0.8'"
-
-
-class MissingDependencyError(ImportError):
-    """An optional package a feature needs is not installed (the message says what to install)."""
 
 
 def require_pycocotools() -> tuple[Any, Any]:

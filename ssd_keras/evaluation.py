@@ -43,6 +43,8 @@ from .ssd_utils import BBoxUtility
 if TYPE_CHECKING:  # Keras is imported where a model runs: scoring saved detections needs no TensorFlow
     import keras
 
+    from .exported import ExportedModel
+
 __all__ = [
     "AP_METHODS",
     "average_precision",
@@ -266,16 +268,34 @@ def detect(model: keras.Model, images: Sequence[np.ndarray], bbox_util: BBoxUtil
     return ssd_detect(model, images, bbox_util, **kwargs)
 
 
-def detect_records(model: keras.Model, records: Sequence[Mapping[str, Any]], bbox_util: BBoxUtility | None = None,
-                   batch_size: int = 8, verbose: int = 1, confidence_threshold: float = 0.01) -> list[np.ndarray]:
+def _exported(model: Any) -> ExportedModel | None:
+    """``model`` when it is an exported model (:func:`ssd_keras.load_exported`), else None."""
+    from .exported import ExportedModel
+
+    return model if isinstance(model, ExportedModel) else None
+
+
+def _check_exported_decoder(model: ExportedModel, bbox_util: Any) -> None:
+    """An exported model decodes and runs NMS itself: a ``bbox_util`` may only agree with it."""
+    fixed = float(model.settings["nms_thresh"])
+    if bbox_util is not None and not math.isclose(float(getattr(bbox_util, "nms_thresh", fixed)), fixed):
+        raise ValueError(f"{model.path} has decoding and NMS built in, its nms_thresh fixed at export ({fixed:g}): "
+                         f"a bbox_util with nms_thresh={bbox_util.nms_thresh:g} cannot apply; pass bbox_util=None")
+
+
+def detect_records(model: keras.Model | ExportedModel, records: Sequence[Mapping[str, Any]],
+                   bbox_util: BBoxUtility | None = None, batch_size: int = 8, verbose: int = 1,
+                   confidence_threshold: float = 0.01) -> list[np.ndarray]:
     """Runs an SSD model over the images of records: their detection rows (normalised boxes).
 
     Args:
-        model: an SSD model (``SSD300``).
+        model: an SSD model (``SSD300``), or an exported one (:func:`ssd_keras.load_exported`:
+            its own decoding and NMS run; rows below ``confidence_threshold`` are dropped).
         records: as :func:`ssd_keras.data.annotations.read_annotations` returns them (only
             ``image_path`` is used).
         bbox_util: decoder (its ``nms_thresh`` and ``top_k`` apply); by default ``BBoxUtility``
-            for the model's classes.
+            for the model's classes. For an exported model: None, or one whose ``nms_thresh``
+            is the file's (it is not used).
         batch_size: images loaded and predicted together.
         verbose: 0 silent, 1 a ``keras.utils.Progbar`` (2: one line at the end).
         confidence_threshold: minimum confidence of a detection (0.01 as in the SSD paper's
@@ -286,8 +306,12 @@ def detect_records(model: keras.Model, records: Sequence[Mapping[str, Any]], bbo
 
     Raises:
         ImageLoadError: an image cannot be read.
+        ValueError: ``bbox_util``'s ``nms_thresh`` differs from an exported model's.
     """
-    if bbox_util is None:
+    exported = _exported(model)
+    if exported is not None:
+        _check_exported_decoder(exported, bbox_util)
+    elif bbox_util is None:
         bbox_util = BBoxUtility(layout.num_classes_of(model))
     progbar = None
     if verbose:
@@ -298,8 +322,11 @@ def detect_records(model: keras.Model, records: Sequence[Mapping[str, Any]], bbo
     for start in range(0, len(records), batch_size):
         batch = records[start:start + batch_size]
         images = [load_image(record["image_path"]) for record in batch]
-        detections += detect(model, images, bbox_util, confidence_threshold=confidence_threshold,
-                             batch_size=batch_size)
+        if exported is not None:
+            detections += exported.detect(images, confidence_threshold=confidence_threshold, batch_size=batch_size)
+        else:
+            detections += detect(model, images, bbox_util, confidence_threshold=confidence_threshold,
+                                 batch_size=batch_size)
         if progbar is not None:
             progbar.add(len(batch))
     return detections
@@ -313,14 +340,15 @@ def normalized_annotations(records: Sequence[Mapping[str, Any]]) -> list[dict[st
              "labels": record["labels"], "difficult": record.get("difficult")} for record in records]
 
 
-def evaluate_records(model: keras.Model, records: Sequence[Mapping[str, Any]], class_names: Sequence[str],
-                     bbox_util: BBoxUtility | None = None, batch_size: int = 8, verbose: int = 1,
-                     confidence_threshold: float = 0.01, iou_threshold: float = 0.5,
+def evaluate_records(model: keras.Model | ExportedModel, records: Sequence[Mapping[str, Any]],
+                     class_names: Sequence[str], bbox_util: BBoxUtility | None = None, batch_size: int = 8,
+                     verbose: int = 1, confidence_threshold: float = 0.01, iou_threshold: float = 0.5,
                      method: str = "area") -> dict[str, Any]:
     """Runs an SSD model over annotated images and evaluates its detections.
 
     Args:
-        model: an SSD model (``SSD300``) for ``len(class_names) + 1`` classes.
+        model: an SSD model (``SSD300``) for ``len(class_names) + 1`` classes, or an exported
+            one (:func:`ssd_keras.load_exported`).
         records: as :func:`ssd_keras.data.annotations.read_annotations` returns them (pixel
             boxes, ``width``/``height``, 1-based labels, ``difficult``).
         class_names: the class names without background (label ``i + 1`` is name ``i``).
@@ -336,7 +364,8 @@ def evaluate_records(model: keras.Model, records: Sequence[Mapping[str, Any]], c
         ImageLoadError: an image cannot be read.
     """
     num_classes = len(class_names) + 1
-    model_classes = layout.num_classes_of(model)
+    exported = _exported(model)
+    model_classes = exported.num_classes if exported is not None else layout.num_classes_of(model)
     if model_classes != num_classes:
         raise ValueError(f"model {model.name!r} predicts {model_classes} classes (with background) but "
                          f"there are {len(class_names)} class names (+ background = {num_classes})")
@@ -346,7 +375,8 @@ def evaluate_records(model: keras.Model, records: Sequence[Mapping[str, Any]], c
     return result
 
 
-def evaluate_model(model: keras.Model, csv_path: str | os.PathLike[str], bbox_util: BBoxUtility | None = None,
+def evaluate_model(model: keras.Model | ExportedModel, csv_path: str | os.PathLike[str],
+                   bbox_util: BBoxUtility | None = None,
                    classes: Sequence[str] | str | os.PathLike[str] | None = None, batch_size: int = 8,
                    verbose: int = 1, confidence_threshold: float = 0.01, iou_threshold: float = 0.5,
                    method: str = "area") -> dict[str, Any]:
@@ -356,7 +386,7 @@ def evaluate_model(model: keras.Model, csv_path: str | os.PathLike[str], bbox_ut
     :func:`evaluate_records`.
 
     Args:
-        model: an SSD model for the CSV's classes (plus background).
+        model: an SSD model for the CSV's classes (plus background), or an exported one.
         csv_path: the annotation CSV (``difficult`` column optional).
         bbox_util: decoder; by default ``BBoxUtility`` for the model's classes.
         classes: class list (names or a file) fixing the labels; default: the CSV's sorted

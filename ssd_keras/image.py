@@ -30,6 +30,7 @@ __all__ = [
     "ImageLoadError",
     "deprocess_input",
     "load_image",
+    "model_batches",
     "preprocess_input",
     "probe_image",
     "probe_images",
@@ -333,6 +334,13 @@ def preprocess_input(x: np.ndarray) -> np.ndarray:
     src = np.ascontiguousarray(x, dtype=np.float32)
     out = cv2.transform(src.reshape(-1, src.shape[-2], 3), _CAFFE_TRANSFORM)
     return out.reshape(x.shape)
+
+
+def model_batches(images: Sequence[np.ndarray], size: tuple[int, int], batch_size: int = 8):
+    """Batches of RGB images ready for SSD: each resized to ``size`` ``(height, width)`` and
+    passed through :func:`preprocess_input`; yields float32 arrays ``(<= batch_size, H, W, 3)``."""
+    for start in range(0, len(images), batch_size):
+        yield preprocess_input(np.stack([resize_image(image, size) for image in images[start:start + batch_size]]))
 
 
 def deprocess_input(x: np.ndarray) -> np.ndarray:

@@ -269,17 +269,14 @@ def detect(model: keras.Model, images: Sequence[np.ndarray], bbox_util=None,
         One array per image of rows ``[label, confidence, xmin, ymin, xmax, ymax]``, corners
         normalised to the image (so they apply to the original size too).
     """
-    from .image import preprocess_input, resize_image
+    from .image import model_batches
     from .ssd_utils import BBoxUtility
 
-    height, width = model.input_shape[1:3]
     if bbox_util is None:
         bbox_util = BBoxUtility(layout.num_classes_of(model))
     results = []
-    for start in range(0, len(images), batch_size):
-        batch = np.stack([resize_image(image, (height, width))
-                          for image in images[start:start + batch_size]])
-        predictions = model.predict_on_batch(preprocess_input(batch))
+    for batch in model_batches(images, tuple(model.input_shape[1:3]), batch_size):
+        predictions = model.predict_on_batch(batch)
         results.extend(bbox_util.detection_out(
             np.asarray(predictions), keep_top_k=keep_top_k,
             confidence_threshold=confidence_threshold, return_indices=return_indices))

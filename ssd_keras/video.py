@@ -12,8 +12,12 @@ up to ``batch_size``), and a drawing thread decodes the detections, draws them a
 output video while the next batch is predicted. Windows are only touched from the calling
 thread.
 
-The command line is ``testing_utils/videotest.py`` (``--camera 0``, ``--video clip.mp4``).
-This module imports TensorFlow only when a :class:`VideoTest` is built.
+The model may also be an exported file (:func:`ssd_keras.load_exported`: LiteRT, ONNX,
+SavedModel), whose own decoding and NMS give the detections; the rest is the same.
+
+The command line is ``testing_utils/videotest.py`` (``--camera 0``, ``--video clip.mp4``,
+``--model ssd300.tflite``). This module imports TensorFlow only when a :class:`VideoTest` is
+built for a Keras model.
 """
 
 from __future__ import annotations
@@ -202,10 +206,13 @@ class VideoTest:
             list whose first name is ``"background"`` (the original's convention) is accepted
             and that entry dropped.
         model: an SSD model (``SSD300``): input ``(batch, H, W, 3)`` preprocessed images, output
-            ``(batch, num_priors, 4 + num_classes + 8)`` (:mod:`ssd_keras.layout`).
+            ``(batch, num_priors, 4 + num_classes + 8)`` (:mod:`ssd_keras.layout`); or an
+            exported model (:class:`ssd_keras.exported.ExportedModel`), which gives detection rows
+            itself (decoding and NMS as fixed at export).
         input_shape: ``(H, W)`` or ``(H, W, 3)`` of the model input; default: the model's.
         bbox_util: a :class:`ssd_keras.BBoxUtility` for decoding (its ``nms_thresh`` and
-            ``top_k`` apply); default: one for the model's class count.
+            ``top_k`` apply); default: one for the model's class count. Not for an exported
+            model (ValueError).
         batch_size: most frames per forward pass (fewer when fewer are waiting, e.g. a camera).
 
     Raises:
@@ -215,19 +222,23 @@ class VideoTest:
 
     def __init__(self, class_names: Sequence[str], model: Any, input_shape: Sequence[int] | None = None,
                  bbox_util: Any = None, batch_size: int = DEFAULT_BATCH_SIZE):
-        import tensorflow as tf
+        from .exported import ExportedModel
 
+        self.exported = isinstance(model, ExportedModel)
         names = [str(name) for name in class_names]
         if names and names[0].lower() == BACKGROUND:
             names = names[1:]
-        num_classes = layout.num_classes_of(model)  # background included
+        if self.exported and bbox_util is not None:
+            raise ValueError(f"{model.path} decodes and runs NMS itself (fixed at export): bbox_util is for "
+                             "Keras models; pass bbox_util=None")
+        num_classes = model.num_classes if self.exported else layout.num_classes_of(model)  # background included
         if len(names) != num_classes - 1:
             raise ValueError(
                 f"the model predicts {num_classes - 1} classes (+ background) but "
                 f"{len(names)} class names were given ({', '.join(names[:4])}"
                 f"{', ...' if len(names) > 4 else ''}); give one name per class, without "
                 f"'background'")
-        model_hw = tuple(model.input_shape[1:3])
+        model_hw = tuple(model.input_shape[:2] if self.exported else model.input_shape[1:3])
         if input_shape is None:
             input_shape = model_hw
         if len(input_shape) not in (2, 3) or (None not in model_hw and tuple(input_shape[:2]) != model_hw):
@@ -239,18 +250,33 @@ class VideoTest:
         self.num_classes = num_classes
         self.model = model
         self.input_shape = (int(input_shape[0]), int(input_shape[1]))
-        self.bbox_util = bbox_util if bbox_util is not None else BBoxUtility(num_classes)
+        self.bbox_util = None if self.exported else bbox_util if bbox_util is not None else BBoxUtility(num_classes)
         self.batch_size = int(batch_size)
         self.colors = class_colors(max(1, len(names)))
+        if self.exported:
+            self._forward = model.predict  # detection rows per image
+            return
+        import tensorflow as tf
+
         height, width = self.input_shape
         # one trace for every batch size
         self._forward = tf.function(
             lambda x: model(x, training=False),
             input_signature=[tf.TensorSpec((None, height, width, 3), tf.float32)])
 
-    def predict(self, x: np.ndarray) -> np.ndarray:
-        """The model's predictions for a batch of preprocessed inputs ``(B, H, W, 3)``."""
+    def predict(self, x: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """The model's predictions for a batch of preprocessed inputs ``(B, H, W, 3)``; for an
+        exported model, its detection rows (one array per input)."""
+        if self.exported:
+            return self._forward(np.asarray(x, dtype=np.float32))
         return np.asarray(self._forward(np.asarray(x, dtype=np.float32)))
+
+    def decode(self, predictions: Any, conf_thresh: float) -> list[np.ndarray]:
+        """Detection rows of :meth:`predict`'s output: ``bbox_util.detection_out`` at
+        ``conf_thresh``, or an exported model's rows at or above it."""
+        if self.exported:
+            return [rows[rows[:, layout.CONFIDENCE] >= conf_thresh] for rows in predictions]
+        return self.bbox_util.detection_out(predictions, confidence_threshold=conf_thresh)
 
     def annotate(self, frame: np.ndarray, detections: np.ndarray, conf_thresh: float) -> np.ndarray:
         """A copy of an RGB frame with the detections at or above ``conf_thresh`` drawn."""
@@ -370,7 +396,7 @@ class VideoTest:
                 if item is _END:
                     return
                 frames, predictions = item
-                detections = self.bbox_util.detection_out(predictions, confidence_threshold=conf_thresh)
+                detections = self.decode(predictions, conf_thresh)
                 for frame, rows in zip(frames, detections):
                     rows = np.asarray(rows)
                     if len(rows):

@@ -4,15 +4,20 @@ The command line over :mod:`ssd_keras.video` (where ``VideoTest`` and the pipeli
 
     python testing_utils/videotest.py --camera 0
     python testing_utils/videotest.py --video clip.mp4 --output clip_ssd.mp4 --no-display
+    python testing_utils/videotest.py --camera 0 --model ssd300_int8.tflite
 
 The model is chosen by :func:`ssd_keras.models.resolve_model`, the rule every entry point uses:
 ``--weights`` when given (a training run's weights bring their classes); else the VOC weights
 at ``weights/weights_SSD300.hdf5`` (or ``$SSD_KERAS_WEIGHTS``) when present, else, without
 ``--classes``, the embedded shapes demo model. Other classes without weights need
-``--allow-untrained``. The model's description is printed.
+``--allow-untrained``. ``--model FILE`` runs an exported model instead (a ``.tflite`` or ``.onnx``
+file or a SavedModel folder from :func:`ssd_keras.export_model`: the file you deploy, with its
+own classes, decoding and NMS; a LiteRT or ONNX file needs no TensorFlow). The model's
+description is printed.
 
-Exit status: 0 done, 1 no usable model (weights, classes), 2 a source, display or output that
-cannot be used.
+Exit status: 0 done, 1 no usable model (weights, classes, exported file), 2 a source, display or
+output that cannot be used, or a usage error (``--model`` with ``--weights``, ``--classes`` or
+``--allow-untrained``).
 
 As in the original, the script also works as a module when ``testing_utils/`` is on
 ``sys.path``: ``from videotest import VideoTest`` (re-exported from :mod:`ssd_keras.video`).
@@ -24,6 +29,7 @@ import argparse
 import sys
 from typing import Sequence
 
+from ssd_keras.exported import MissingRuntimeError
 from ssd_keras.video import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_CONF_THRESH,
@@ -59,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--allow-untrained", action="store_true",
                         help="with no weights for the classes, run an untrained network (its "
                              "detections are meaningless) instead of stopping")
+    parser.add_argument("--model", metavar="FILE",
+                        help="run this exported model (.tflite, .onnx or a SavedModel folder, from "
+                             "ssd_keras.export_model) instead of Keras weights; its classes come from the "
+                             "file; not with --weights, --classes or --allow-untrained")
     parser.add_argument("--conf-thresh", type=float, default=DEFAULT_CONF_THRESH,
                         help=f"draw detections at or above this confidence (default {DEFAULT_CONF_THRESH})")
     parser.add_argument("--start-frame", type=int, default=0, help="frames skipped at the start")
@@ -68,6 +78,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
                         help=f"most frames per forward pass (default {DEFAULT_BATCH_SIZE})")
     return parser
+
+
+def _model(args: argparse.Namespace) -> tuple:
+    """``(model, class names, description)``: the exported file of ``--model``, or the Keras model
+    of :func:`ssd_keras.models.resolve_model` (TensorFlow imported only now, once the source is
+    known to work)."""
+    if args.model is not None:
+        from ssd_keras.exported import load_exported
+
+        exported = load_exported(args.model)
+        return exported, exported.class_names, exported.description
+    from ssd_keras.models import import_tensorflow_quietly, read_class_names, resolve_model
+
+    import_tensorflow_quietly()
+    classes = read_class_names(args.classes) if args.classes is not None else None
+    return resolve_model(args.weights, classes, allow_untrained=args.allow_untrained)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--max-frames must be >= 1")
     if args.batch_size < 1:
         parser.error("--batch-size must be >= 1")
+    keras_options = [option for option, given in (("--weights", args.weights is not None),
+                                                  ("--classes", args.classes is not None),
+                                                  ("--allow-untrained", args.allow_untrained)) if given]
+    if args.model is not None and keras_options:
+        parser.error(f"--model runs an exported file, which brings its own weights and classes: not with "
+                     f"{', '.join(keras_options)}")
     display = not args.no_display
     if display and not has_display():
         print("error: no display found (DISPLAY is not set): use --no-display, with --output "
@@ -93,16 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_SOURCE_ERROR
 
-    # TensorFlow is imported only once the source is known to work
-    from ssd_keras.models import import_tensorflow_quietly, read_class_names, resolve_model
-
-    import_tensorflow_quietly()
     try:
-        classes = read_class_names(args.classes) if args.classes is not None else None
-        model, class_names, description = resolve_model(args.weights, classes,
-                                                        allow_untrained=args.allow_untrained)
+        model, class_names, description = _model(args)
         video_test = VideoTest(class_names, model, batch_size=args.batch_size)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, MissingRuntimeError) as err:
         capture.release()
         print(f"error: {err}", file=sys.stderr)
         return EXIT_MODEL_ERROR

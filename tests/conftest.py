@@ -51,6 +51,44 @@ def thin_ssd():
 
 
 @pytest.fixture(scope="session")
+def demo_model():
+    """The embedded shapes model and its class names (``load_demo_model()``), shared by the session."""
+    from ssd_keras.models import load_demo_model
+
+    return load_demo_model()
+
+
+class _DemoExports(dict):
+    """``exports[format, precision]``: the embedded model exported once per session, on first use
+    (int8 calibrated on 8 synthetic scenes of seed 92)."""
+
+    def __init__(self, model, class_names, folder: Path):
+        super().__init__()
+        self.model, self.class_names, self.folder = model, class_names, folder
+
+    def __missing__(self, key):
+        from ssd_keras.data.synthetic import make_scene
+        from ssd_keras.export import export_model
+        from ssd_keras.exported import FORMATS
+        from ssd_keras.image import model_batches
+
+        format, precision = key
+        calibration = None
+        if precision == "int8":
+            calibration = next(model_batches([make_scene(np.random.default_rng([92, i]))[0] for i in range(8)],
+                                             (300, 300), 8))
+        self[key] = export_model(self.model, self.folder / f"demo_{precision}_{format}{FORMATS[format]}", format,
+                                 precision, calibration=calibration, class_names=self.class_names)
+        return self[key]
+
+
+@pytest.fixture(scope="session")
+def demo_exports(demo_model, tmp_path_factory):
+    """The embedded model's exports, ``demo_exports[format, precision]`` (see ``_DemoExports``)."""
+    return _DemoExports(*demo_model, tmp_path_factory.mktemp("demo_exports"))
+
+
+@pytest.fixture(scope="session")
 def sample_image() -> np.ndarray:
     """A real photograph shipped with matplotlib (Grace Hopper), RGB uint8."""
     import matplotlib.cbook

@@ -8,13 +8,14 @@ function: it parses, prints and chooses the exit status; the work is the library
     evaluate  Pascal VOC AP / mAP of a model on an annotation CSV, PR curves.
     demo      detect and explain objects in sample images with the embedded model.
     gradcam   explain the top detections of an image (Grad-CAM, guided backpropagation).
+    export    write a model for deployment: LiteRT, ONNX or SavedModel, decoding and NMS inside.
     csv       write dataset CSVs from Pascal VOC XML, class folders or an image folder.
     marknet   train, evaluate and explain MarkNet, the mark classifier.
 
 Exit status: 0 done, 1 failed (a one-line ``error: ...`` on stderr), 2 usage error (argparse's,
 raised before any work, TensorFlow not yet imported; also a training run folder that is busy or
 holds a run with other settings), 130 interrupted (Ctrl-C during training; run it again to
-resume). ``detect``, ``evaluate`` and ``gradcam`` choose their model by
+resume). ``detect``, ``evaluate``, ``gradcam`` and ``export`` choose their model by
 :func:`ssd_keras.models.resolve_model`'s rule and say which on stdout.
 Importing this package imports neither TensorFlow nor Keras.
 """
@@ -27,14 +28,16 @@ import sys
 from collections.abc import Sequence
 
 from ..models import find_default_weights, import_tensorflow_quietly, read_class_names  # noqa: F401  (old home)
-from . import csv, demo, detect, evaluate, gradcam, marknet, train
+from ..checks import MissingDependencyError
+from . import csv, demo, detect, evaluate, export, gradcam, marknet, train
+from ._common import OptionConflict
 from .detect import expand_image_arguments
 from .train import CPU_DEVICES_ENV
 
 __all__ = ["main", "build_parser", "expand_image_arguments", "CPU_DEVICES_ENV", "import_tensorflow_quietly",
            "find_default_weights", "read_class_names", "COMMANDS", "ENTRY_POINT", "MODULE_PROG"]
 
-COMMANDS = (detect, train, evaluate, demo, gradcam, csv, marknet)
+COMMANDS = (detect, train, evaluate, demo, gradcam, export, csv, marknet)
 """The command modules, in the order ``--help`` lists them."""
 ENTRY_POINT = "ssd-keras"
 """The console script (``setup.cfg``)."""
@@ -63,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (OSError, ValueError) as err:
+    except OptionConflict as err:  # options that contradict each other: a usage error
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, MissingDependencyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

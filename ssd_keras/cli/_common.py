@@ -8,6 +8,7 @@ parsed, before TensorFlow is imported. This module imports no TensorFlow itself.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import sys
 import textwrap
@@ -19,7 +20,14 @@ from ..models import WEIGHTS_HELP, ResolvedModel, import_tensorflow_quietly, rea
 
 __all__ = ["checked", "positive_int", "non_negative_int", "positive_float", "probability", "nonzero_fraction",
            "iou_threshold", "dropout_rate", "add_command", "add_model_options", "class_list", "load_model",
-           "untrained_model", "say_model"]
+           "untrained_model", "say_model", "exported_path", "add_exported_model_option", "add_nms_option",
+           "OptionConflict", "check_exported_options", "nms_thresh", "load_exported_model",
+           "DEFAULT_NMS_THRESH"]
+
+DEFAULT_NMS_THRESH = 0.45
+"""``--nms-thresh`` of a Keras model when not given (an exported file's is its own)."""
+KERAS_MODEL_OPTIONS = ("weights", "classes", "allow_untrained", "width_multiplier")
+"""Options that choose or build a Keras model: not with ``--model`` (the file brings all that)."""
 
 T = TypeVar("T")
 
@@ -132,3 +140,93 @@ def load_model(args: argparse.Namespace, width_multiplier: float | None = None) 
 
     return _warn_untrained(resolve_model(args.weights, class_list(args.classes), width_multiplier,
                                          allow_untrained=args.allow_untrained))
+
+
+# --------------------------------------------------------------------------- #
+# Exported models (--model FILE)
+# --------------------------------------------------------------------------- #
+class OptionConflict(ValueError):
+    """Options that contradict each other or the exported file (the commands exit 2 on it)."""
+
+
+def exported_path(text: str):
+    """An argparse ``type``: an exported model that exists (``.tflite``, ``.onnx`` or a SavedModel
+    folder), checked while the command line is parsed (no runtime is loaded yet)."""
+    from pathlib import Path
+
+    from ..exported import format_of
+
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"exported model not found: {text}")
+    try:
+        format_of(path)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return path
+
+
+def add_exported_model_option(parser: argparse.ArgumentParser) -> None:
+    """``--model FILE``: run an exported model instead of Keras weights."""
+    parser.add_argument(
+        "--model", metavar="FILE", type=exported_path,
+        help="run this exported model (a .tflite or .onnx file or a SavedModel folder, written by "
+             "ssd_keras.export_model) instead of Keras weights: the very file you deploy. Its class "
+             "names, input size and NMS threshold come from the file; not with --weights, --classes, "
+             "--allow-untrained or --width-multiplier")
+
+
+def add_nms_option(parser: argparse.ArgumentParser) -> None:
+    """``--nms-thresh``, None when not given (:func:`nms_thresh` resolves it)."""
+    parser.add_argument("--nms-thresh", type=probability, default=None,
+                        help="IoU threshold of non-maximum suppression, in [0, 1] (default: "
+                             f"{DEFAULT_NMS_THRESH}; with --model, the file's, fixed at export: another "
+                             "value is an error)")
+
+
+def nms_thresh(args: argparse.Namespace) -> float:
+    """The NMS threshold of a Keras model: ``--nms-thresh``, or :data:`DEFAULT_NMS_THRESH`."""
+    return DEFAULT_NMS_THRESH if args.nms_thresh is None else args.nms_thresh
+
+
+def check_exported_options(args: argparse.Namespace) -> None:
+    """Raises :class:`OptionConflict` when ``--model`` comes with an option that chooses a Keras
+    model (``--weights``, ``--classes``, ``--allow-untrained``, ``--width-multiplier``)."""
+    if getattr(args, "model", None) is None:
+        return
+    given = [f"--{name.replace('_', '-')}" for name in KERAS_MODEL_OPTIONS
+             if getattr(args, name, None) not in (None, False)]
+    if given:
+        raise OptionConflict(f"--model {args.model} runs an exported file, which brings its own weights, classes "
+                             f"and input size: not with {', '.join(given)}")
+
+
+def load_exported_model(args: argparse.Namespace, conf_thresh: float | None = None) -> ResolvedModel:
+    """The exported model of ``--model``, said on stdout as ``ResolvedModel(model, class_names,
+    description)``.
+
+    ``--nms-thresh`` other than the file's is an :class:`OptionConflict` (the file's NMS was
+    fixed at export). A ``conf_thresh`` below the file's recorded confidence threshold gets a
+    WARNING on stderr (the file has no detections below it; the results are those at the file's
+    threshold) and runs.
+
+    Raises:
+        FileNotFoundError, ValueError: not an exported SSD300 (see :func:`ssd_keras.load_exported`).
+        OptionConflict: ``--nms-thresh`` contradicts the file.
+        ssd_keras.exported.MissingRuntimeError: the file's runtime is not installed.
+    """
+    from ..exported import load_exported
+
+    model = load_exported(args.model)
+    fixed = float(model.settings["nms_thresh"])
+    asked = getattr(args, "nms_thresh", None)
+    if asked is not None and not math.isclose(asked, fixed, rel_tol=0.0, abs_tol=1e-9):
+        raise OptionConflict(f"--nms-thresh {asked:g}: the NMS of {args.model} was fixed at export "
+                             f"(IoU {fixed:g}); leave --nms-thresh out, or export the model again with "
+                             f"--nms-thresh {asked:g}")
+    floor = float(model.settings.get("confidence_threshold", 0.0))
+    if conf_thresh is not None and conf_thresh < floor:
+        print(f"WARNING: --conf-thresh {conf_thresh:g} is below {floor:g}, the confidence threshold "
+              f"{args.model} was exported with: it has no detections under {floor:g}, so this runs at "
+              f"{floor:g} (export again with a lower --conf-thresh for more)", file=sys.stderr)
+    return say_model(ResolvedModel(model, list(model.class_names), model.description))

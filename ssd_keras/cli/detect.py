@@ -1,5 +1,6 @@
 """``detect``: SSD300 on images; annotated PNGs, ``detections.csv``, ``detections.json`` and, with
-``--coco-json``, COCO results."""
+``--coco-json``, COCO results. ``--model FILE`` runs an exported model (LiteRT, ONNX, SavedModel)
+instead of a Keras one: a LiteRT or ONNX file imports no TensorFlow (up to 10 images)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ._common import add_command, add_model_options, load_model, probability
+from ._common import (add_command, add_exported_model_option, add_model_options, add_nms_option,
+                      check_exported_options, load_exported_model, load_model, nms_thresh, probability)
 
 __all__ = ["add_parser", "run", "expand_image_arguments", "CSV_COLUMNS"]
 
@@ -22,6 +24,7 @@ EXAMPLES = (
     "%(prog)s scene.png --weights runs/mine/final.weights.h5 --conf-thresh 0.5"
     "   # the run's config.json gives classes and width",
     "%(prog)s val/ --conf-thresh 0.01 --coco-json val_results.json   # for COCO tools (see --help)",
+    "%(prog)s photos/ --model ssd300_int8.tflite   # the exported file you deploy (LiteRT, ONNX, SavedModel)",
 )
 
 
@@ -31,15 +34,17 @@ def add_parser(commands) -> argparse.ArgumentParser:
         description="Run SSD300 on images; write one annotated PNG per image, detections.csv (image, "
                     "class, score, pixel box; image paths relative to --out, or absolute) and "
                     "detections.json to --out. Without weights: the VOC weights when present, else the "
-                    "embedded shapes model (it says which). evaluate --detections scores detections.csv.",
+                    "embedded shapes model (it says which); --model runs an exported file (.tflite, .onnx, "
+                    "SavedModel) instead. evaluate --detections scores detections.csv.",
         examples=EXAMPLES)
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files, folders of images or glob patterns")
     add_model_options(parser, "the embedded shapes model")
+    add_exported_model_option(parser)
     parser.add_argument("--out", default="detections", metavar="DIR", help="output folder (default: %(default)s)")
     parser.add_argument("--conf-thresh", type=probability, default=0.6,
-                        help="minimum confidence of a detection, in [0, 1] (default: %(default)s)")
-    parser.add_argument("--nms-thresh", type=probability, default=0.45,
-                        help="IoU threshold of non-maximum suppression, in [0, 1] (default: %(default)s)")
+                        help="minimum confidence of a detection, in [0, 1] (default: %(default)s; with --model, "
+                             "one below the file's own threshold gets a warning)")
+    add_nms_option(parser)
     parser.add_argument("--coco-json", metavar="FILE",
                         help="also write the detections in COCO's results format ([{image_id, category_id, "
                              "bbox: [x, y, w, h], score}], pixels): image ids 1, 2, ... in the order of the "
@@ -81,29 +86,43 @@ def _unique_output(out_dir: Path, image_path: Path, taken: set[str]) -> Path:
     return out_dir / name
 
 
-def run(args: argparse.Namespace) -> int:
-    paths = expand_image_arguments(args.images)
+def _detector(args: argparse.Namespace):
+    """``(detect one RGB image -> rows, class names)`` of ``--model`` or the Keras model."""
+    if args.model is not None:
+        model, class_names, _ = load_exported_model(args, args.conf_thresh)
+        return (lambda image: model.detect([image], confidence_threshold=args.conf_thresh)[0]), class_names
     model, class_names, _ = load_model(args)
-    import keras
+    from .. import layout
+    from ..ssd import detect
+    from ..ssd_utils import BBoxUtility
 
+    bbox_util = BBoxUtility(layout.num_classes_of(model), nms_thresh=nms_thresh(args))
+    return (lambda image: detect(model, [image], bbox_util, confidence_threshold=args.conf_thresh)[0]), class_names
+
+
+def run(args: argparse.Namespace) -> int:
+    check_exported_options(args)
+    paths = expand_image_arguments(args.images)
+    find, class_names = _detector(args)
     from .. import layout
     from ..boxes import to_pixels
     from ..data.coco import coco_results
     from ..detections_csv import write_detections_csv
     from ..image import load_image
-    from ..ssd import detect
-    from ..ssd_utils import BBoxUtility
     from ..visualization import draw_detections, save_image
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    bbox_util = BBoxUtility(layout.num_classes_of(model), nms_thresh=args.nms_thresh)
     failures, rows, records, taken, coco = 0, [], [], set(), []
     image_ids: dict[str, int] = {}  # csv to-coco's numbering: by first appearance
     for path in paths:
         image_ids.setdefault(os.path.normpath(os.path.abspath(path)), len(image_ids) + 1)
     num_images = len(image_ids)
-    progress = keras.utils.Progbar(len(paths)) if len(paths) > PER_IMAGE_LINES else None
+    progress = None
+    if len(paths) > PER_IMAGE_LINES:
+        import keras
+
+        progress = keras.utils.Progbar(len(paths))
     for k, path in enumerate(paths):
         try:
             image = load_image(path)
@@ -111,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"error: {err}", file=sys.stderr)
             failures += 1
             continue
-        detections = detect(model, [image], bbox_util, confidence_threshold=args.conf_thresh)[0]
+        detections = find(image)
         height, width = image.shape[:2]
         out_path = _unique_output(out_dir, path, taken)
         save_image(out_path, draw_detections(image, detections, class_names))

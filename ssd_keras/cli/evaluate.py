@@ -4,11 +4,11 @@ a table, JSON and PR curves. Scoring saved detections imports no TensorFlow."""
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 
-from ._common import (add_command, add_model_options, class_list, iou_threshold, load_model, positive_float,
-                      positive_int, probability, say_model, untrained_model)
+from ._common import (add_command, add_exported_model_option, add_model_options, add_nms_option,
+                      check_exported_options, class_list, iou_threshold, load_exported_model, load_model,
+                      nms_thresh, positive_float, positive_int, probability, say_model, untrained_model)
 
 __all__ = ["add_parser", "run"]
 
@@ -16,6 +16,7 @@ EXAMPLES = (
     "%(prog)s --csv test.csv --weights runs/mine/final.weights.h5 --plot pr.png --json results.json",
     "%(prog)s --csv test.csv --classes voc --allow-untrained --quiet   # the pipeline, on an untrained network",
     "%(prog)s --csv test.csv --detections out/detections.csv --metric coco --json coco.json   # no model run",
+    "%(prog)s --csv test.csv --model ssd300_int8.tflite   # the mAP of the exported file you deploy",
 )
 
 METRICS = ("voc07", "voc", "coco")
@@ -37,7 +38,8 @@ def add_parser(commands) -> argparse.ArgumentParser:
                     "11-point or VOC2010+'s area AP, or COCO's (AP@[.50:.95], AP50, AP75, AP by size, "
                     "AR@1/10/100, by pycocotools). Print a per-class table and optionally write the results "
                     "as JSON and (VOC) the precision/recall curves as a PNG. Difficult boxes count neither "
-                    "way (COCO: as iscrowd). The CSV's classes must be classes of the model (a subset is fine).",
+                    "way (COCO: as iscrowd). The CSV's classes must be classes of the model (a subset is "
+                    "fine). --model runs an exported file (.tflite, .onnx, SavedModel) instead of Keras weights.",
         examples=EXAMPLES)
     parser.add_argument("--csv", required=True, help="annotation CSV, the ground truth (optional difficult column)")
     parser.add_argument("--detections", metavar="CSV",
@@ -47,6 +49,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
                              "truth: --classes when given, else the class list an importer wrote beside the "
                              "CSV (<csv stem>_classes.txt), else the CSV's class names")
     add_model_options(parser, "the embedded shapes model when the CSV's classes are its classes")
+    add_exported_model_option(parser)
     parser.add_argument("--width-multiplier", type=positive_float,
                         help="channel width of SSD300 for weights without a run configuration, or of an "
                              "untrained network (default: the run's; else 1.0, the original)")
@@ -58,9 +61,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--iou", type=iou_threshold,
                         help="VOC metrics: minimum IoU of a true positive, in (0, 1] (default: 0.5)")
     parser.add_argument("--conf-thresh", type=probability, default=0.01,
-                        help="minimum detection confidence, in [0, 1] (default: %(default)s)")
-    parser.add_argument("--nms-thresh", type=probability, default=0.45,
-                        help="IoU threshold of non-maximum suppression, in [0, 1] (default: %(default)s)")
+                        help="minimum detection confidence, in [0, 1] (default: %(default)s; with --model, one "
+                             "below the file's own threshold gets a warning)")
+    add_nms_option(parser)
     parser.add_argument("--batch-size", type=positive_int, default=8, help="default: %(default)s")
     parser.add_argument("--plot", metavar="PNG", help="write the precision/recall curves here (VOC metrics)")
     parser.add_argument("--json", metavar="FILE", help="write the results here (arrays as lists)")
@@ -79,8 +82,14 @@ def _mismatch(csv_path: str, unknown: Sequence[str], model_classes: Sequence[str
 
 
 def _model_for(args: argparse.Namespace, csv_classes: Sequence[str]):
-    """The model of the options; without weights, an untrained network for the CSV's classes when
-    ``--allow-untrained`` and no trained model knows them."""
+    """The model of the options (``--model``: the exported file); without weights, an untrained
+    network for the CSV's classes when ``--allow-untrained`` and no trained model knows them."""
+    if args.model is not None:
+        resolved = load_exported_model(args, args.conf_thresh)
+        unknown = _unknown(csv_classes, resolved.class_names)
+        if unknown:
+            raise _mismatch(args.csv, unknown, resolved.class_names)
+        return resolved
     if args.weights is not None or not args.allow_untrained:
         resolved = load_model(args, args.width_multiplier)
         unknown = _unknown(csv_classes, resolved.class_names)
@@ -104,8 +113,10 @@ def _model_for(args: argparse.Namespace, csv_classes: Sequence[str]):
 
 def _check_options(args: argparse.Namespace) -> None:
     """The combinations of options that cannot work, before anything is read."""
-    if args.detections and args.weights:
-        raise ValueError("--detections scores saved detections and --weights runs a model: give one of them")
+    if args.detections and (args.weights or args.model):
+        option = "--weights" if args.weights else "--model"
+        raise ValueError(f"--detections scores saved detections and {option} runs a model: give one of them")
+    check_exported_options(args)
     if args.metric == "coco":
         if args.plot:
             raise ValueError("--plot draws the VOC precision/recall curves: not with --metric coco")
@@ -124,18 +135,22 @@ def _run_model(args: argparse.Namespace):
     model, class_names, _ = _model_for(args, csv_classes)
     import numpy as np
 
-    from .. import layout
     from ..evaluation import detect_records
-    from ..ssd_utils import BBoxUtility
 
     to_model = np.array([0] + [class_names.index(name) + 1 for name in csv_classes], dtype=np.int64)
     records = [{**record, "labels": to_model[np.asarray(record["labels"], dtype=np.int64)]} for record in records]
     print(f"{args.csv}: {len(records)} images, {len(csv_classes)} classes"
           + (f" of the model's {len(class_names)} (the others have no ground truth: left out of the mean)"
              if len(class_names) > len(csv_classes) else ""))
-    detections = detect_records(model, records, BBoxUtility(layout.num_classes_of(model), nms_thresh=args.nms_thresh),
-                                batch_size=args.batch_size, verbose=0 if args.quiet else 1,
-                                confidence_threshold=args.conf_thresh)
+    if args.model is None:
+        from .. import layout
+        from ..ssd_utils import BBoxUtility
+
+        bbox_util = BBoxUtility(layout.num_classes_of(model), nms_thresh=nms_thresh(args))
+    else:
+        bbox_util = None  # the file's NMS, fixed at export
+    detections = detect_records(model, records, bbox_util, batch_size=args.batch_size,
+                                verbose=0 if args.quiet else 1, confidence_threshold=args.conf_thresh)
     return records, detections, class_names
 
 
@@ -155,13 +170,7 @@ def _read_saved(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..coco_metrics import MissingDependencyError
-
-    try:
-        _check_options(args)
-    except MissingDependencyError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    _check_options(args)
     records, detections, class_names = _read_saved(args) if args.detections else _run_model(args)
     if args.metric == "coco":
         from ..coco_metrics import coco_evaluate, format_coco_results, save_coco_json
