@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_data.py
 	$(PY) bench/bench_gradcam.py
 	$(PY) bench/bench_video.py
+	$(PY) bench/bench_export.py
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info .pytest_cache .hypothesis

@@ -20,8 +20,16 @@ What is measured (notebooks and video issue), on the CPU that runs the script:
      some shape, and drawing 200 boxes a frame is not what a trained model costs; with the
      bias a few do, as with a trained model).
 
-The cases alternate (model only, end to end, with output) for ``--runs`` rounds so that a
-busy moment of this shared machine hits all of them alike; each is warmed up first.
+5. For the demo configuration also the deployed path (export issue): the model exported with
+   ``export_model`` to LiteRT float32 and int8 (int8 calibrated on 32 scenes of another seed),
+   ``ExportedModel.detect`` on the same frames (resize, preprocess, the exported network with
+   its decoding and NMS, rows above 0.6), beside ``ssd_keras.detect`` of the Keras model on the
+   same frames (the same work in Keras float32 + ``detection_out``): frames/s and the ratio to
+   Keras ``detect``. LiteRT runs on ``os.cpu_count()`` threads, as TensorFlow does.
+
+The cases alternate (model only, end to end, with output, and the detect cases) for ``--runs``
+rounds so that a busy moment of this shared machine hits all of them alike; each is warmed up
+first.
 
 Run ``python bench/bench_video.py [--runs N] [--json PATH]`` (``make bench`` does).
 """
@@ -45,9 +53,11 @@ import numpy as np  # noqa: E402
 
 from ssd_keras import layout  # noqa: E402
 from ssd_keras.data.synthetic import SHAPE_CLASSES, make_scene  # noqa: E402
-from ssd_keras.image import preprocess_input, resize_image  # noqa: E402
+from ssd_keras.export import export_model  # noqa: E402
+from ssd_keras.exported import ExportedModel, load_exported  # noqa: E402
+from ssd_keras.image import model_batches, preprocess_input, resize_image  # noqa: E402
 from ssd_keras.models import DEMO_WEIGHTS, load_demo_model  # noqa: E402
-from ssd_keras.ssd import SSD300, VOC_CLASSES  # noqa: E402
+from ssd_keras.ssd import SSD300, VOC_CLASSES, detect  # noqa: E402
 from ssd_keras.video import VideoTest  # noqa: E402
 from ssd_keras.weights import load_weights  # noqa: E402
 
@@ -57,6 +67,11 @@ BATCH = 4
 CONF_THRESH = 0.6
 TARGET_RATIO = 0.85
 BACKGROUND_BIAS = 7.0  # ~6 detections >= 0.6 per frame for the untrained demo configuration
+EXPORTS = ("float32", "int8")  # LiteRT precisions timed for the demo configuration
+CALIBRATION = 32  # int8 calibration scenes, of CALIBRATION_SEED (the video's frames are of seed 7)
+CALIBRATION_SEED = 8
+KERAS_DETECT = "Keras detect()"
+DEMO_CASE = list(FRAMES)[1]  # the case whose exported files are timed too
 
 
 def write_video(path: Path, count: int) -> list[np.ndarray]:
@@ -114,8 +129,22 @@ def models() -> dict[str, tuple[keras.Model, list[str], str]]:
     return {names[0]: (voc, list(VOC_CLASSES), voc_name), names[1]: (demo, demo_classes, demo_name)}
 
 
-def time_case(model: keras.Model, class_names: list[str], count: int, folder: Path, runs: int) -> dict:
-    """Model-only and end-to-end frames/s of one model on a video of ``count`` frames."""
+def litert_exports(model: keras.Model, class_names: list[str], folder: Path) -> dict[str, ExportedModel]:
+    """The model exported to LiteRT at each of :data:`EXPORTS`, loaded on ``os.cpu_count()`` threads."""
+    scenes = [make_scene(np.random.default_rng([CALIBRATION_SEED, i]))[0] for i in range(CALIBRATION)]
+    calibration = np.concatenate(list(model_batches(scenes, tuple(model.input_shape[1:3]), CALIBRATION)))
+    exported = {}
+    for precision in EXPORTS:
+        path = export_model(model, folder / f"demo_{precision}.tflite", "litert", precision,
+                            calibration=calibration if precision == "int8" else None, class_names=class_names)
+        exported[f"LiteRT {precision} detect()"] = load_exported(path, threads=os.cpu_count())
+    return exported
+
+
+def time_case(model: keras.Model, class_names: list[str], count: int, folder: Path, runs: int,
+              exported: dict[str, ExportedModel] | None = None) -> dict:
+    """Model-only and end-to-end frames/s of one model on a video of ``count`` frames; with
+    ``exported``, also ``detect`` of the Keras model and of each exported file on the frames."""
     video = folder / f"video_{count}.mp4"
     frames = write_video(video, count)
     vt = VideoTest(class_names, model, batch_size=BATCH)
@@ -133,6 +162,17 @@ def time_case(model: keras.Model, class_names: list[str], count: int, folder: Pa
 
     cases = {"model only": model_only, "end to end": end_to_end,
              "end to end, writing the video": lambda: end_to_end(folder / "out.mp4")}
+    detections = {}
+    if exported:
+        def keras_detect():
+            detections[KERAS_DETECT] = detect(model, frames, confidence_threshold=CONF_THRESH, batch_size=BATCH)
+
+        cases[KERAS_DETECT] = keras_detect
+        for name, file in exported.items():
+            def exported_detect(name=name, file=file):
+                detections[name] = file.detect(frames, confidence_threshold=CONF_THRESH, batch_size=BATCH)
+
+            cases[name] = exported_detect
     seconds = {name: measure(fn, 1) for name, fn in cases.items()}  # each warmed up first
     for _ in range(runs - 1):
         for name, fn in cases.items():
@@ -141,15 +181,17 @@ def time_case(model: keras.Model, class_names: list[str], count: int, folder: Pa
             "fps": {name: {"best": count / min(s), "median": count / statistics.median(s)}
                     for name, s in seconds.items()},
             "in-pipeline model fps (median)": statistics.median(s.model_fps for s in summaries),
-            "detections per frame": summaries[0].detections / count}
+            "detections per frame": summaries[0].detections / count,
+            "detect() detections per frame": {name: sum(map(len, rows)) / count for name, rows in detections.items()}}
 
 
 def run(runs: int) -> dict:
     results = {"machine": machine(), "runs": runs, "load_average": os.getloadavg(), "cases": {}}
     with tempfile.TemporaryDirectory() as tmp:
         for case, (model, class_names, weights) in models().items():
+            exported = litert_exports(model, class_names, Path(tmp)) if case == DEMO_CASE else None
             results["cases"][case] = {"weights": weights,
-                                      **time_case(model, class_names, FRAMES[case], Path(tmp), runs)}
+                                      **time_case(model, class_names, FRAMES[case], Path(tmp), runs, exported)}
     return results
 
 
@@ -172,6 +214,14 @@ def report(r: dict) -> str:
                         f"{'PASS' if ratio >= TARGET_RATIO else 'FAIL'}; the model inside the "
                         f"pipeline ran at {c['in-pipeline model fps (median)']:.2f} FPS (median); "
                         f"{c['detections per frame']:.1f} detections drawn per frame")
+        if KERAS_DETECT in c["fps"]:
+            keras_fps = c["fps"][KERAS_DETECT]
+            per_frame = c["detect() detections per frame"]
+            verdicts.append(f"{case}, deployed: " + "; ".join(
+                f"{name} {fps['best']:.1f} FPS = {fps['best'] / keras_fps['best']:.2f}x (median "
+                f"{fps['median'] / keras_fps['median']:.2f}x) {KERAS_DETECT} ({keras_fps['best']:.1f} FPS), "
+                f"{per_frame[name]:.1f} detections per frame (Keras {per_frame[KERAS_DETECT]:.1f})"
+                for name, fps in c["fps"].items() if name.startswith("LiteRT")))
     return "\n".join(lines + [""] + verdicts)
 
 

@@ -13,9 +13,12 @@ means) to detection rows ``[label, confidence, xmin, ymin, xmax, ymax]``, exactl
   prediction tensor) lets int8 give offsets and confidences their own scales.
 - SavedModel takes a dynamic batch and ends in :class:`ssd_keras.ssd_layers.DetectionOutput`.
 - Quantized precisions touch the network only: box decoding and NMS run in float32. LiteRT int8
-  is full-integer wherever LiteRT has an int8 kernel (input and output stay float32); ONNX int8
-  quantizes the convolutions and dense layers per channel (QDQ, ONNX Runtime's static
-  quantization), leaving ``Normalize`` (the conv4_3 scale), decoding and NMS in float.
+  is full-integer wherever LiteRT has an int8 kernel, except the confidences' softmax (input and
+  output stay float32); ONNX int8 quantizes the convolutions, dense layers, ReLUs and pooling,
+  weights per channel (QDQ, ONNX Runtime's static quantization), leaving ``Normalize`` (the
+  conv4_3 scale), the softmax, decoding and NMS in float. ``dynamic``: LiteRT's dynamic-range
+  quantization (int8 weights, hybrid kernels); ONNX stores the convolution kernels as int8 per
+  channel, dequantized when the file is loaded.
 
 Each file records the class names and the detection settings (LiteRT: a metadata buffer named
 ``ssd_keras``; ONNX: ``metadata_props``; SavedModel: ``assets/ssd_keras.json``), read back by
@@ -52,8 +55,9 @@ __all__ = ["export_model", "calibration_images", "FORMATS", "PRECISIONS", "DEFAU
            "MissingRuntimeError"]
 
 ONNX_OPSET = 17
-ONNX_QUANTIZED_OPS = ("Conv", "MatMul", "Gemm")
-"""What ONNX int8 / dynamic quantize: the network's weights. Decoding and NMS stay float."""
+ONNX_QUANTIZED_OPS = ("Conv", "MatMul", "Gemm", "Relu", "MaxPool")
+"""What ONNX int8 quantizes: the network's layers (with Relu and MaxPool, no dequantize /
+quantize pair is left between a convolution and its activation). Decoding and NMS stay float."""
 HEAD_LAYERS = ("mbox_loc_final", "mbox_conf_final")
 
 
@@ -220,39 +224,59 @@ def _float_tail(content: bytes) -> list[str]:
 
     graph = schema.Model.GetRootAs(content, 0).Subgraphs(0)
     names = [graph.Tensors(i).Name().decode() for i in range(graph.TensorsLength())]
-    tail, nodes = set(), []
+    tail, nodes = set(), []  # tensors of the tail; names of the ops kept in float
     for i in range(graph.OperatorsLength()):
         op = graph.Operators(i)
-        inputs, outputs = op.InputsAsNumpy(), op.OutputsAsNumpy()
-        starts = any(f"{HEAD_LAYERS[1]}" in names[o] and "Softmax" in names[o] for o in outputs) or \
-            any(f"{HEAD_LAYERS[0]}" in names[o] for o in outputs)
-        if starts and HEAD_LAYERS[0] in names[outputs[0]]:
-            tail.update(int(o) for o in outputs)  # the offsets are int8 until here: only what follows
-            continue
-        if starts or any(int(t) in tail for t in inputs if t >= 0):
-            tail.update(int(o) for o in outputs)
-            nodes += [names[o] for o in outputs]
+        inputs, outputs = op.InputsAsNumpy(), [int(o) for o in op.OutputsAsNumpy()]
+        produced = [names[o] for o in outputs]
+        if any(HEAD_LAYERS[0] in name for name in produced):  # the offsets: int8 up to here, float after
+            tail.update(outputs)
+        elif any(HEAD_LAYERS[1] in name and "Softmax" in name for name in produced) \
+                or any(int(t) in tail for t in inputs if t >= 0):
+            tail.update(outputs)
+            nodes += produced
     if not nodes:
         raise RuntimeError("could not find the detection tail in the LiteRT graph (no mbox_conf_final softmax)")
     return nodes
 
 
-def _onnx_float16_weights(model):
-    """Stores float32 initializers of 2+ dimensions (the weights) as float16, each behind a Cast
-    back to float32: half the file; ONNX Runtime folds the casts when it loads the file."""
+def _onnx_compressed_weights(model, precision: str):
+    """Weights stored smaller, each behind a node that gives back float32 under its old name, so
+    that compute stays float32 (ONNX Runtime folds these nodes when it loads the file):
+    ``float16``: every float32 initializer of 2+ dimensions as float16, behind a ``Cast``;
+    ``dynamic``: every convolution kernel as int8, symmetric per output channel, behind a
+    ``DequantizeLinear``. (ONNX Runtime's own dynamic quantization turns convolutions into
+    ``ConvInteger``, which ran at 0.24x Keras here: ``bench/RESULTS.md``.)"""
     import onnx
     from onnx import numpy_helper
 
     graph = model.graph
+    kernels = {node.input[1] for node in graph.node if node.op_type == "Conv"}
+    restoring = []
     for initializer in list(graph.initializer):
+        name = initializer.name
         if initializer.data_type != onnx.TensorProto.FLOAT or len(initializer.dims) < 2:
             continue
-        name = initializer.name
-        half = numpy_helper.from_array(numpy_helper.to_array(initializer).astype(np.float16), f"{name}__fp16")
+        weights = numpy_helper.to_array(initializer)
+        if precision == "float16":
+            stored = [numpy_helper.from_array(weights.astype(np.float16), f"{name}__fp16")]
+            node = onnx.helper.make_node("Cast", [stored[0].name], [name], to=onnx.TensorProto.FLOAT)
+        elif name in kernels:
+            peak = np.abs(weights).reshape(len(weights), -1).max(axis=1)
+            scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+            values = np.clip(np.round(weights / scale.reshape(-1, *[1] * (weights.ndim - 1))), -127, 127)
+            stored = [numpy_helper.from_array(values.astype(np.int8), f"{name}__int8"),
+                      numpy_helper.from_array(scale, f"{name}__scale"),
+                      numpy_helper.from_array(np.zeros(len(weights), np.int8), f"{name}__zero")]
+            node = onnx.helper.make_node("DequantizeLinear", [t.name for t in stored], [name], axis=0)
+        else:
+            continue
         graph.initializer.remove(initializer)
-        graph.initializer.append(half)
-        graph.node.insert(0, onnx.helper.make_node("Cast", [half.name], [name], to=onnx.TensorProto.FLOAT,
-                                                   name=f"{name}__cast"))
+        graph.initializer.extend(stored)
+        node.name = f"{name}__restore"
+        restoring.append(node)
+    for node in reversed(restoring):
+        graph.node.insert(0, node)
     return model
 
 
@@ -276,21 +300,17 @@ def _onnx_bytes(heads, priors, settings, precision: str, calibration: np.ndarray
     serve, signature = _single_image_function(heads, priors, settings)
     float_path = work / "float32.onnx"
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=ONNX_OPSET)
-    if precision == "float16":
-        proto = _onnx_float16_weights(proto)
-    if precision in ("float32", "float16"):
+    if precision in ("float16", "dynamic"):
+        proto = _onnx_compressed_weights(proto, precision)
+    if precision != "int8":
         return proto.SerializeToString()
     onnx.save(proto, str(float_path))
     from onnxruntime import quantization as q
 
     out = work / f"{precision}.onnx"
-    if precision == "dynamic":
-        q.quantize_dynamic(str(float_path), str(out), weight_type=q.QuantType.QInt8, per_channel=True,
-                           op_types_to_quantize=list(ONNX_QUANTIZED_OPS))
-    else:
-        q.quantize_static(str(float_path), str(out), _CalibrationReader(calibration, "images"),
-                          quant_format=q.QuantFormat.QDQ, per_channel=True, activation_type=q.QuantType.QUInt8,
-                          weight_type=q.QuantType.QInt8, op_types_to_quantize=list(ONNX_QUANTIZED_OPS))
+    q.quantize_static(str(float_path), str(out), _CalibrationReader(calibration, "images"),
+                      quant_format=q.QuantFormat.QDQ, per_channel=True, activation_type=q.QuantType.QUInt8,
+                      weight_type=q.QuantType.QInt8, op_types_to_quantize=list(ONNX_QUANTIZED_OPS))
     return out.read_bytes()
 
 

