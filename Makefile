@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(PY) -m ssd_keras demo --out demo_output
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
