@@ -1,7 +1,8 @@
 """The SSD multibox loss: softmax confidence loss with hard negative mining plus smooth L1.
 
-A port of the original ``ssd_training.MultiboxLoss`` to Keras 3 / TensorFlow 2. Both ways of
-using it work::
+A port of the original ``ssd_training.MultiboxLoss`` to Keras 3, written in ``keras.ops``
+(no shape depends on the data: hard negatives are a rank mask), so it runs on every Keras
+backend. Both ways of using it work::
 
     model.compile(optimizer, loss=MultiboxLoss(num_classes).compute_loss)  # the original call
     model.compile(optimizer, loss=MultiboxLoss(num_classes))               # a keras Loss
@@ -31,7 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from . import layout
 
@@ -96,7 +97,7 @@ class MultiboxLoss(keras.losses.Loss):
         self.negatives_for_hard = float(negatives_for_hard)
 
     @staticmethod
-    def _l1_smooth_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    def _l1_smooth_loss(y_true: Any, y_pred: Any) -> Any:
         """Smooth L1 loss summed over the last axis.
 
         Args:
@@ -107,12 +108,12 @@ class MultiboxLoss(keras.losses.Loss):
             ``(...)``: ``sum(0.5 d^2 if |d| < 1 else |d| - 0.5)`` with ``d = y_true - y_pred``.
         """
         diff = y_true - y_pred
-        abs_diff = tf.abs(diff)
-        per_coordinate = tf.where(abs_diff < 1.0, 0.5 * tf.square(diff), abs_diff - 0.5)
-        return tf.reduce_sum(per_coordinate, axis=-1)
+        abs_diff = ops.abs(diff)
+        per_coordinate = ops.where(abs_diff < 1.0, 0.5 * ops.square(diff), abs_diff - 0.5)
+        return ops.sum(per_coordinate, axis=-1)
 
     @staticmethod
-    def _softmax_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    def _softmax_loss(y_true: Any, y_pred: Any) -> Any:
         """Cross-entropy of probabilities summed over the last axis.
 
         Args:
@@ -122,22 +123,25 @@ class MultiboxLoss(keras.losses.Loss):
         Returns:
             ``(...)``: ``-sum(y_true * log(clip(y_pred, 1e-15, 1 - 1e-15)))``.
         """
-        y_pred = tf.clip_by_value(y_pred, PROB_EPSILON, 1.0 - PROB_EPSILON)
-        return -tf.reduce_sum(y_true * tf.math.log(y_pred), axis=-1)
+        y_pred = ops.clip(y_pred, PROB_EPSILON, 1.0 - PROB_EPSILON)
+        return -ops.sum(y_true * ops.log(y_pred), axis=-1)
 
-    def _check_columns(self, tensor: tf.Tensor, what: str) -> None:
+    def _check_columns(self, tensor: Any, what: str) -> None:
         """Raises ``ValueError`` when the static shape of ``tensor`` is not
         ``(batch, num_priors, 4 + num_classes + 8)``."""
-        shape = tensor.shape
+        try:
+            shape = tuple(tensor.shape)
+        except (TypeError, ValueError):  # a TensorFlow tensor of unknown rank
+            return
         expected = layout.prediction_columns(self.num_classes)
-        if shape.rank is not None and shape.rank != 3:
+        if len(shape) != 3:
             raise ValueError(f"MultiboxLoss: {what} must be (batch, num_priors, {expected}), got "
-                             f"shape {tuple(shape)}")
-        if shape.rank is not None and shape[-1] is not None and shape[-1] != expected:
+                             f"shape {shape}")
+        if shape[-1] is not None and shape[-1] != expected:
             raise ValueError(f"MultiboxLoss: {what} has {shape[-1]} columns, but num_classes="
                              f"{self.num_classes} needs 4 + {self.num_classes} + 8 = {expected}")
 
-    def compute_loss(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    def compute_loss(self, y_true: Any, y_pred: Any) -> Any:
         """The loss of each image (the original method).
 
         Args:
@@ -149,44 +153,45 @@ class MultiboxLoss(keras.losses.Loss):
         Returns:
             ``(batch,)`` float32 per-image loss.
         """
-        y_true = tf.cast(y_true, tf.float32)
-        y_pred = tf.cast(y_pred, tf.float32)
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
         self._check_columns(y_true, "y_true")
         self._check_columns(y_pred, "y_pred")
         conf = slice(layout.BACKGROUND_COLUMN, layout.BACKGROUND_COLUMN + self.num_classes)
-        num_priors = tf.shape(y_true)[1]
+        num_priors = ops.shape(y_true)[1]
 
         conf_loss = self._softmax_loss(y_true[:, :, conf], y_pred[:, :, conf])  # (batch, priors)
         loc_loss = self._l1_smooth_loss(y_true[:, :, layout.LOC], y_pred[:, :, layout.LOC])  # (batch, priors)
 
         positive = y_true[:, :, layout.POSITIVE_COLUMN]  # (batch, priors)
-        num_pos = tf.reduce_sum(positive, axis=-1)  # (batch,)
-        pos_loc_loss = tf.reduce_sum(loc_loss * positive, axis=-1)
-        pos_conf_loss = tf.reduce_sum(conf_loss * positive, axis=-1)
+        num_pos = ops.sum(positive, axis=-1)  # (batch,)
+        pos_loc_loss = ops.sum(loc_loss * positive, axis=-1)
+        pos_conf_loss = ops.sum(conf_loss * positive, axis=-1)
 
         # One number of hard negatives for the whole batch: the smallest positive
         # min(ratio * P, num_priors - P) of its images, else negatives_for_hard.
-        num_neg = tf.minimum(self.neg_pos_ratio * num_pos,
-                             tf.cast(num_priors, tf.float32) - num_pos)  # (batch,)
+        num_neg = ops.minimum(self.neg_pos_ratio * num_pos, ops.cast(num_priors, "float32") - num_pos)  # (batch,)
         has_neg = num_neg > 0.0
-        smallest = tf.reduce_min(tf.where(has_neg, num_neg, tf.fill(tf.shape(num_neg), float("inf"))))
-        num_neg_batch = tf.where(tf.reduce_any(has_neg), smallest, self.negatives_for_hard)
-        k = tf.minimum(tf.cast(num_neg_batch, tf.int32), num_priors)  # ()
+        smallest = ops.min(ops.where(has_neg, num_neg, float("inf")))
+        num_neg_batch = ops.where(ops.any(has_neg), smallest, self.negatives_for_hard)
+        k = ops.minimum(ops.floor(num_neg_batch), ops.cast(num_priors, "float32"))  # () whole number
 
-        # Rank the non-positive priors of each image by their best non-background confidence;
-        # positives rank below every probability and, if still picked, count for nothing.
+        # Rank the non-positive priors of each image by their best non-background confidence
+        # (positives rank below every probability and, if still within k, count for nothing)
+        # and keep the first k: a mask, not a k-sized slice, so that no shape depends on the
+        # data (JAX and XLA need static shapes). Ties rank by prior index, as top_k picks them.
         not_positive = 1.0 - positive
-        max_confs = tf.reduce_max(y_pred[:, :, layout.BACKGROUND_COLUMN + 1:conf.stop], axis=-1)
-        scores = tf.where(positive > 0.0, -tf.ones_like(max_confs), max_confs)
-        _, indices = tf.math.top_k(scores, k=k)  # (batch, k)
-        neg_conf_loss = tf.reduce_sum(
-            tf.gather(conf_loss * not_positive, indices, batch_dims=1), axis=-1)  # (batch,)
+        max_confs = ops.max(y_pred[:, :, layout.BACKGROUND_COLUMN + 1:conf.stop], axis=-1)
+        scores = ops.where(positive > 0.0, -1.0, max_confs)
+        rank = ops.argsort(ops.argsort(-scores, axis=-1), axis=-1)  # (batch, priors): 0 = hardest
+        hard = ops.cast(ops.cast(rank, "float32") < k, "float32")
+        neg_conf_loss = ops.sum(conf_loss * not_positive * hard, axis=-1)  # (batch,)
 
-        total_loss = (pos_conf_loss + neg_conf_loss) / (num_pos + tf.cast(k, tf.float32))
-        num_pos = tf.where(tf.not_equal(num_pos, 0.0), num_pos, tf.ones_like(num_pos))
+        total_loss = (pos_conf_loss + neg_conf_loss) / (num_pos + k)
+        num_pos = ops.where(ops.not_equal(num_pos, 0.0), num_pos, 1.0)
         return total_loss + self.alpha * pos_loc_loss / num_pos
 
-    def call(self, y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
+    def call(self, y_true: Any, y_pred: Any) -> Any:
         """Per-image loss for Keras, which reduces it: see :meth:`compute_loss`.
 
         Args:
