@@ -297,7 +297,8 @@ def detect_records(model: keras.Model | ExportedModel, records: Sequence[Mapping
             for the model's classes. For an exported model: None, or one whose ``nms_thresh``
             is the file's (it is not used).
         batch_size: images loaded and predicted together.
-        verbose: 0 silent, 1 a ``keras.utils.Progbar`` (2: one line at the end).
+        verbose: 0 silent, 1 a ``keras.utils.Progbar`` (2: one line at the end); none for an
+            exported model (which runs without TensorFlow).
         confidence_threshold: minimum confidence of a detection (0.01 as in the SSD paper's
             evaluation; at most 200 detections per image).
 
@@ -314,7 +315,7 @@ def detect_records(model: keras.Model | ExportedModel, records: Sequence[Mapping
     elif bbox_util is None:
         bbox_util = BBoxUtility(layout.num_classes_of(model))
     progbar = None
-    if verbose:
+    if verbose and exported is None:  # an exported model runs without TensorFlow: no Keras progress bar
         import keras
 
         progbar = keras.utils.Progbar(len(records), verbose=verbose, unit_name="image")

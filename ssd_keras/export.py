@@ -46,7 +46,8 @@ import tensorflow as tf
 from . import __version__
 from .boxes import decode
 from .checks import positive_int
-from .exported import DEFAULT_CALIBRATION_SIZE, FORMATS, METADATA_KEY, PRECISIONS, MissingRuntimeError, check_export
+from .exported import (DEFAULT_CALIBRATION_SIZE, FORMATS, METADATA_KEY, PRECISIONS, MissingRuntimeError,
+                       check_export, export_format)
 from .files import atomic_path
 from .image import load_image, preprocess_input, resize_image
 from .ssd import prior_boxes
@@ -163,9 +164,9 @@ def calibration_images(source: Any, input_shape: Sequence[int] = (300, 300, 3),
         return images[:size]
     path = Path(source)
     if path.is_dir():
-        from .data.csv_tools import _list_images
+        from .data.csv_tools import list_images
 
-        files = _list_images(path)
+        files = list_images(path)
     elif path.is_file() and path.suffix.lower() == ".csv":
         from .data.annotations import read_annotations
 
@@ -370,7 +371,7 @@ def _native_output_quieted():
                 os.close(fd)
 
 
-def export_model(model: keras.Model, path: str | os.PathLike[str], format: str = "litert",
+def export_model(model: keras.Model, path: str | os.PathLike[str], format: str | None = None,
                  precision: str = "float32", calibration: Any = None, keep_top_k: int = 200,
                  calibration_size: int = DEFAULT_CALIBRATION_SIZE, class_names: Sequence[str] | None = None,
                  **detection_kwargs: Any) -> Path:
@@ -379,7 +380,8 @@ def export_model(model: keras.Model, path: str | os.PathLike[str], format: str =
     Args:
         model: a model built by :func:`ssd_keras.SSD300` (any classes, widths and priors).
         path: the file to write (``.tflite``, ``.onnx``) or, for ``saved_model``, the folder.
-        format: ``"litert"``, ``"onnx"`` or ``"saved_model"``.
+        format: ``"litert"``, ``"onnx"`` or ``"saved_model"``; None: from ``path``'s suffix
+            (``.tflite``, ``.onnx``). A file's suffix must be its format's.
         precision: ``"float32"``; ``"float16"`` (float16 weights, float32 compute);
             ``"dynamic"`` (int8 weights, float activations); ``"int8"`` (int8 weights and
             activations, calibrated; input and output stay float32). SavedModel is float32 only.
@@ -402,6 +404,7 @@ def export_model(model: keras.Model, path: str | os.PathLike[str], format: str =
         MissingRuntimeError: the converter for ``format`` is not installed (it names the package).
         PermissionError, NotADirectoryError: ``path`` cannot be written.
     """
+    format = export_format(path, format)
     path = check_export(path, format, precision, calibration is not None)
     heads, priors, num_classes = _ssd_heads(model)
     settings = _detection_settings(num_classes, keep_top_k, detection_kwargs)
@@ -438,6 +441,9 @@ def _export_saved_model(model: keras.Model, path: Path, settings: dict[str, Any]
     signature = [tf.TensorSpec((None, *model.input_shape[1:]), tf.float32, name="images")]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide the folder from other users
     try:
         _write_saved_model(tmp, detector, lambda images: detector(images, training=False), signature)
         (tmp / "assets").mkdir(exist_ok=True)

@@ -28,7 +28,7 @@ from . import layout
 from .checks import MissingDependencyError
 
 __all__ = ["load_exported", "ExportedModel", "MissingRuntimeError", "FORMATS", "PRECISIONS", "format_of",
-           "require_runtime", "check_export", "DEFAULT_CALIBRATION_SIZE"]
+           "require_runtime", "check_export", "export_format", "DEFAULT_CALIBRATION_SIZE"]
 
 FORMATS = {"litert": ".tflite", "onnx": ".onnx", "saved_model": ""}
 """Export formats and their file suffixes (a SavedModel is a folder)."""
@@ -81,24 +81,50 @@ def _check_writable(path: Path, format: str) -> None:
     os.unlink(probe)
 
 
-def check_export(path: str | os.PathLike[str], format: str, precision: str, calibration: bool) -> Path:
+def export_format(path: str | os.PathLike[str], format: str | None = None) -> str:
+    """The format of an export to ``path``: ``format``, or when None the one its suffix names
+    (``.tflite``: litert, ``.onnx``: onnx). A file format needs its suffix (``load_exported``
+    recognises files by it); a suffix that names another format is an error.
+
+    Raises:
+        ValueError: an unknown format, no format and no suffix naming one, or a contradiction.
+    """
+    suffix = Path(path).suffix.lower()
+    named = {ending: name for name, ending in FORMATS.items() if ending}.get(suffix)
+    if format is None:
+        if named is None:
+            raise ValueError(f"{path}: name the file .tflite (litert) or .onnx (onnx), or give the format "
+                             f"(saved_model writes a folder)")
+        return named
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+    if named is not None and named != format:
+        raise ValueError(f"{path} ends in {suffix}, a {named} file, but the format asked for is {format}")
+    if FORMATS[format] and suffix != FORMATS[format]:
+        raise ValueError(f"name the {format} file {Path(path).name}{FORMATS[format]}, not {Path(path).name}: "
+                         f"load_exported recognises {format} files by that suffix")
+    return format
+
+
+def check_export(path: str | os.PathLike[str], format: str | None, precision: str, calibration: bool) -> Path:
     """What :func:`ssd_keras.export.export_model` checks before any work (the CLI checks it before
-    the model loads): the format and precision, that a SavedModel is float32, that int8 has
-    ``calibration``, that the converters are installed and that ``path`` can be written.
+    the model loads): the format (:func:`export_format`) and precision, that a SavedModel is
+    float32, that int8 has ``calibration``, that the converters are installed and that ``path``
+    can be written.
 
     Raises:
         ValueError, MissingRuntimeError, PermissionError, NotADirectoryError: naming the problem.
     """
-    if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+    format = export_format(path, format)
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     if format == "saved_model" and precision != "float32":
         raise ValueError(f"saved_model is float32 only (got precision {precision!r}): for smaller numbers "
                          f"export to litert or onnx")
     if precision == "int8" and not calibration:
-        raise ValueError("precision 'int8' needs calibration images (an array, a folder or an annotation "
-                         "CSV: --calibration): they fix the int8 ranges of the activations")
+        raise ValueError("precision 'int8' needs calibration images (--calibration: a folder of images, an "
+                         "annotation CSV or, for the shapes model, 'synthetic'; from Python also an array): "
+                         "they fix the int8 ranges of the activations")
     for module in _runtimes(format, precision):
         require_runtime(module)
     path = Path(path)

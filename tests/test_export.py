@@ -136,7 +136,6 @@ def test_narrower_thresholds_equal_a_rerun(exports, scenes):
 @pytest.mark.parametrize("kwargs,message", [
     ({"format": "tflite"}, "unknown format 'tflite'"),
     ({"precision": "int4"}, "unknown precision 'int4'"),
-    ({"format": "saved_model", "precision": "int8"}, "saved_model is float32 only"),
     ({"precision": "int8"}, "needs calibration images"),
     ({"precision": "int8", "calibration": np.zeros((0, 300, 300, 3), np.float32)}, "calibration array is empty"),
     ({"precision": "int8", "calibration": np.zeros((2, 32, 32, 3), np.float32)}, "must be (n, 300, 300, 3)"),
@@ -148,6 +147,12 @@ def test_bad_arguments_are_named_and_leave_nothing(kwargs, message, demo, tmp_pa
     out = tmp_path / "model.tflite"
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         export_model(model, out, **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_model_is_float32_only(demo, tmp_path):
+    with pytest.raises(ValueError, match="saved_model is float32 only"):
+        export_model(demo[0], tmp_path / "sm", "saved_model", "int8")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -193,8 +198,28 @@ def test_a_path_that_cannot_be_written(demo, tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises((PermissionError, ValueError, OSError), match="file"):
         export_model(model, tmp_path / "file" / "m.tflite")
+    (tmp_path / "dir.tflite").mkdir()
     with pytest.raises(ValueError, match="is a folder"):
-        export_model(model, tmp_path)
+        export_model(model, tmp_path / "dir.tflite")
+
+
+@pytest.mark.parametrize("path,format,message", [
+    ("m.onnx", "litert", r"ends in \.onnx, a onnx file, but the format asked for is litert"),
+    ("m.tflite", "saved_model", "ends in .tflite, a litert file"),
+    ("m.bin", "onnx", "name the onnx file m.bin.onnx"),
+    ("model", None, "name the file .tflite"),
+])
+def test_the_suffix_names_the_format(path, format, message, demo, tmp_path):
+    with pytest.raises(ValueError, match=message):
+        export_model(demo[0], tmp_path / path, format)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_format_comes_from_the_suffix():
+    from ssd_keras.exported import export_format
+
+    assert export_format("a/b.tflite") == "litert" and export_format("b.ONNX") == "onnx"
+    assert export_format("folder", "saved_model") == "saved_model"
 
 
 def test_a_failed_conversion_leaves_nothing(demo, tmp_path, monkeypatch):

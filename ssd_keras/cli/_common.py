@@ -171,9 +171,9 @@ def add_exported_model_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", metavar="FILE", type=exported_path,
         help="run this exported model (a .tflite or .onnx file or a SavedModel folder, written by "
-             "ssd_keras.export_model) instead of Keras weights: the very file you deploy. Its class "
-             "names, input size and NMS threshold come from the file; not with --weights, --classes, "
-             "--allow-untrained or --width-multiplier")
+             "the export command or ssd_keras.export_model) instead of Keras weights: the very file you "
+             "deploy. Its class names, input size and NMS threshold come from the file; not with the "
+             "options that choose a Keras model (--weights, --classes, --allow-untrained)")
 
 
 def add_nms_option(parser: argparse.ArgumentParser) -> None:

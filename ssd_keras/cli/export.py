@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..exported import DEFAULT_CALIBRATION_SIZE, FORMATS, PRECISIONS, check_export
-from ._common import add_command, add_model_options, load_model, positive_int, probability
+from ..exported import DEFAULT_CALIBRATION_SIZE, FORMATS, PRECISIONS, check_export, export_format
+from ._common import OptionConflict, add_command, add_model_options, load_model, positive_int, probability
 
 __all__ = ["add_parser", "run", "CALIBRATION_SIZE", "SYNTHETIC", "synthetic_calibration"]
 
@@ -43,9 +43,10 @@ def add_parser(commands) -> argparse.ArgumentParser:
                              "how a file's format is recognised), or the folder for saved_model; written "
                              "exactly there, replacing what is there")
     add_model_options(parser, "the embedded shapes model")
-    parser.add_argument("--format", choices=tuple(FORMATS), default="litert",
+    parser.add_argument("--format", choices=tuple(FORMATS), default=None,
                         help="litert (.tflite, LiteRT builtins only), onnx (opset 17, ONNX Runtime) or "
-                             "saved_model (a folder, float32 only) (default: %(default)s)")
+                             "saved_model (a folder, float32 only) (default: from --out's suffix, .tflite or "
+                             ".onnx)")
     parser.add_argument("--precision", choices=PRECISIONS, default="float32",
                         help="float32; float16 (float16 weights, half the file); dynamic (int8 weights, "
                              "float activations); int8 (int8 weights and activations, calibrated: needs "
@@ -77,12 +78,16 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.precision != "int8" and args.calibration is not None:
         print(f"note: --calibration is for --precision int8 only; {args.precision} does not use it",
               file=sys.stderr)
-    out = Path(args.out)
-    suffix = FORMATS[args.format]
-    if suffix and out.suffix.lower() != suffix:
-        print(f"note: {out} does not end in {suffix}: load_exported recognises {args.format} files by that "
-              f"suffix", file=sys.stderr)
-    check_export(out, args.format, args.precision, args.calibration is not None)
+    if args.precision == "int8" and args.calibration is None:
+        raise OptionConflict("--precision int8 needs --calibration (a folder of images, an annotation CSV or, "
+                             "for the shapes model, 'synthetic'): the images fix the int8 ranges of the activations")
+    args.format = export_format(args.out, args.format)
+    if args.precision == "int8" and args.calibration != SYNTHETIC and Path(args.calibration).is_dir():
+        from ..data.csv_tools import list_images
+
+        if not list_images(Path(args.calibration)):
+            raise ValueError(f"calibration source {args.calibration} has no images")
+    check_export(args.out, args.format, args.precision, args.calibration is not None)
 
 
 def synthetic_calibration(input_shape, size: int, seed: int = SYNTHETIC_SEED):

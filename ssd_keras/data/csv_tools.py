@@ -46,6 +46,7 @@ __all__ = [
     "exported_class_list",
     "folders_to_csv",
     "images_to_csv",
+    "list_images",
     "voc_to_csv",
 ]
 
@@ -75,7 +76,7 @@ def _is_image(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS and not path.name.startswith(".")
 
 
-def _list_images(folder: Path) -> list[Path]:
+def list_images(folder: Path) -> list[Path]:
     """Image files under ``folder``, recursively, sorted by path; hidden files and folders skipped."""
     found = []
     for directory, subdirs, files in os.walk(folder):
@@ -306,7 +307,7 @@ def folders_to_csv(root: str | os.PathLike[str], out_csv: str | os.PathLike[str]
     rows = [
         [_csv_relative_path(image, csv_dir), label]
         for label, name in enumerate(class_names)
-        for image in _list_images(root / name)
+        for image in list_images(root / name)
     ]
     if not rows:
         raise ValueError(f"no image in the class folders of {root} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
@@ -334,7 +335,7 @@ def images_to_csv(folder: str | os.PathLike[str], out_csv: str | os.PathLike[str
         ValueError: ``folder`` holds no image.
     """
     folder = _require_dir(folder, "image folder")
-    images = _list_images(folder)
+    images = list_images(folder)
     if not images:
         raise ValueError(f"no image in {folder} (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     csv_dir = os.path.dirname(os.path.abspath(out_csv))

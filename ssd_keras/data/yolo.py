@@ -31,7 +31,7 @@ from ..image import probe_images
 from .annotations import ANNOTATION_COLUMNS, DIFFICULT_COLUMN, _csv_relative_path, _format_coordinate, \
     _write_rows_atomically, read_annotations
 from .classes import AnnotationError, read_class_list, write_class_list
-from .csv_tools import CLASSES_FILENAME, _list_images, _require_dir, annotation_class_list_path, \
+from .csv_tools import CLASSES_FILENAME, _require_dir, list_images, annotation_class_list_path, \
     exported_class_list
 
 __all__ = ["YoloExport", "csv_to_yolo", "read_yolo_names", "yolo_to_csv"]
@@ -256,7 +256,7 @@ def yolo_to_csv(
     labels_dir = _require_dir(labels_dir, "YOLO labels folder")
     images_dir = _require_dir(images_dir, "YOLO images folder")
     class_names = _class_names(classes, labels_dir)
-    images = _list_images(images_dir)
+    images = list_images(images_dir)
     if not images:
         raise ValueError(f"no image in {images_dir}")
     errors: list[str] = []
