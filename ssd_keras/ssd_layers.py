@@ -157,9 +157,10 @@ class PriorBox(keras.layers.Layer):
 class DetectionOutput(keras.layers.Layer):
     """In-graph :meth:`BBoxUtility.detection_out`: decoding, per-class NMS, top detections.
 
-    Uses ``tf.image.combined_non_max_suppression`` (TensorFlow backend; TensorFlow is imported
-    when the layer is first called), so a model ending in this layer exports as one SavedModel
-    from image to detections.
+    On TensorFlow it uses ``tf.image.combined_non_max_suppression`` (imported when the layer is
+    first called), so a model ending in this layer exports as one SavedModel from image to
+    detections; on the other Keras backends, :func:`ssd_keras.nms.detection_rows` (``keras.ops``,
+    the same detections).
 
     Args:
         num_classes: classes including background.
@@ -190,6 +191,14 @@ class DetectionOutput(keras.layers.Layer):
         self._classes = [c for c in range(self.num_classes) if c != self.background_label_id]
 
     def call(self, predictions):
+        if keras.backend.backend() != "tensorflow":
+            from .nms import detection_rows
+
+            predictions = ops.cast(predictions, "float32")
+            loc, _, prior_corners, variances = layout.split_predictions(predictions)
+            scores = ops.take(layout.confidences(predictions, self.num_classes), self._classes, axis=-1)
+            return detection_rows(decode(loc, prior_corners, variances, ops), scores, self._classes,
+                                  self.confidence_threshold, self.nms_thresh, self.top_k, self.keep_top_k)
         import tensorflow as tf
 
         predictions = tf.convert_to_tensor(predictions, tf.float32)

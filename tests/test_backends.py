@@ -1,0 +1,106 @@
+"""Keras backends other than TensorFlow (issue 13, first part): the keras.ops NMS equals
+detection_out on TensorFlow; on JAX (a subprocess with KERAS_BACKEND=jax) the embedded model
+predicts what TensorFlow predicts, MultiboxLoss gives TensorFlow's per-image loss,
+with_detection_output equals detection_out, and a thin model learns two images in model.fit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from ssd_keras import layout
+from ssd_keras.boxes import decode
+from ssd_keras.data.synthetic import make_scene
+from ssd_keras.image import model_batches
+from ssd_keras.nms import detection_rows
+from ssd_keras.ssd import prior_boxes
+from ssd_keras.ssd_training import MultiboxLoss
+from ssd_keras.ssd_utils import BBoxUtility
+from tests.conftest import REPO_ROOT, assert_same_detections
+
+SCENES = 3
+
+
+def scenes():
+    return [make_scene(np.random.default_rng([17, i])) for i in range(SCENES)]
+
+
+def targets(util: BBoxUtility, chosen) -> np.ndarray:
+    return np.stack([util.assign_boxes(np.concatenate([boxes, np.eye(4)[labels - 1]], axis=1))
+                     for _, boxes, labels in chosen]).astype(np.float32)
+
+
+@pytest.mark.parametrize("case", ["trained", "random scores"])
+def test_keras_ops_nms_equals_detection_out(case, demo_model):
+    model, _ = demo_model
+    x = next(model_batches([scene[0] for scene in scenes()], (300, 300), SCENES))
+    predictions = np.asarray(model.predict(x, verbose=0))
+    num_classes = layout.num_classes_of(model)
+    top_k, keep_top_k = 400, 200
+    if case == "random scores":  # thousands of candidates per class, many suppressed
+        logits = np.random.default_rng(5).normal(0, 1, (SCENES, predictions.shape[1], num_classes))
+        predictions[:, :, layout.CONF] = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+        top_k, keep_top_k = 40, 60
+    expected = BBoxUtility(num_classes, top_k=top_k).detection_out(predictions, keep_top_k=keep_top_k)
+    loc, conf, priors, variances = layout.split_predictions(predictions)
+    rows = np.asarray(detection_rows(decode(loc, priors, variances), conf[:, :, 1:], list(range(1, num_classes)),
+                                     0.01, 0.45, top_k, keep_top_k))
+    assert rows.shape == (SCENES, keep_top_k, 6)
+    for got, want in zip(rows, expected):
+        assert_same_detections(got[got[:, layout.CONFIDENCE] > 0], want, atol=1e-5)
+
+
+JAX_SCRIPT = r"""
+import json, sys
+import numpy as np
+import keras
+from ssd_keras import SSD300, layout, with_detection_output
+from ssd_keras.models import load_demo_model
+from ssd_keras.ssd import prior_boxes
+from ssd_keras.ssd_training import MultiboxLoss
+from ssd_keras.ssd_utils import BBoxUtility
+
+data = np.load(sys.argv[1])
+model, _ = load_demo_model()
+predictions = np.asarray(model.predict(data["x"], verbose=0))
+detections = keras.ops.convert_to_numpy(with_detection_output(model)(data["x"]))
+loss = keras.ops.convert_to_numpy(MultiboxLoss(5).compute_loss(data["y"], predictions))
+
+keras.utils.set_random_seed(3)
+thin = SSD300(num_classes=5, width_multiplier=0.125)
+util = BBoxUtility(5, prior_boxes(thin))
+thin.compile(keras.optimizers.Adam(1e-3), loss=MultiboxLoss(5))
+history = thin.fit(data["x"][:2], data["y"][:2], epochs=25, batch_size=2, verbose=0).history["loss"]
+np.savez(sys.argv[2], predictions=predictions, detections=detections, loss=loss)
+print(json.dumps({"backend": keras.backend.backend(), "history": [float(v) for v in history]}))
+"""
+
+
+def test_jax_predicts_detects_computes_the_loss_and_trains_as_tensorflow(demo_model, tmp_path):
+    model, _ = demo_model
+    chosen = scenes()
+    x = next(model_batches([scene[0] for scene in chosen], (300, 300), SCENES))
+    util = BBoxUtility(5)
+    y = targets(BBoxUtility(5, prior_boxes(model)), chosen)
+    np.savez(tmp_path / "in.npz", x=x, y=y)
+    run = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+                         capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
+                         env={**os.environ, "KERAS_BACKEND": "jax"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["backend"] == "jax"
+    out = np.load(tmp_path / "out.npz")
+
+    predictions = np.asarray(model.predict(x, verbose=0))
+    np.testing.assert_allclose(out["predictions"], predictions, atol=1e-4)
+    loss = np.asarray(MultiboxLoss(5).compute_loss(y, predictions))
+    np.testing.assert_allclose(out["loss"], loss, rtol=1e-5, atol=1e-5)
+    for got, want in zip(out["detections"], util.detection_out(out["predictions"])):
+        assert_same_detections(got[got[:, layout.CONFIDENCE] > 0], want, atol=1e-5)
+    history = report["history"]
+    assert np.isfinite(history).all() and history[-1] < 0.5 * history[0], history
