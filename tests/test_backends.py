@@ -1,7 +1,8 @@
 """Keras backends other than TensorFlow (issue 13, first part): the keras.ops NMS equals
 detection_out on TensorFlow; on JAX (a subprocess with KERAS_BACKEND=jax) the embedded model
 predicts what TensorFlow predicts, MultiboxLoss gives TensorFlow's per-image loss,
-with_detection_output equals detection_out, and a thin model learns two images in model.fit."""
+with_detection_output equals detection_out, a thin model learns two images in model.fit, and its
+.weights.h5 and .keras files load on TensorFlow with the same predictions."""
 
 from __future__ import annotations
 
@@ -76,7 +77,10 @@ thin = SSD300(num_classes=5, width_multiplier=0.125)
 util = BBoxUtility(5, prior_boxes(thin))
 thin.compile(keras.optimizers.Adam(1e-3), loss=MultiboxLoss(5))
 history = thin.fit(data["x"][:2], data["y"][:2], epochs=25, batch_size=2, verbose=0).history["loss"]
-np.savez(sys.argv[2], predictions=predictions, detections=detections, loss=loss)
+thin.save_weights(sys.argv[2] + ".weights.h5")
+thin.save(sys.argv[2] + ".keras")
+np.savez(sys.argv[2], predictions=predictions, detections=detections, loss=loss,
+         thin=np.asarray(thin.predict(data["x"][:2], verbose=0)))
 print(json.dumps({"backend": keras.backend.backend(), "history": [float(v) for v in history]}))
 """
 
@@ -104,3 +108,14 @@ def test_jax_predicts_detects_computes_the_loss_and_trains_as_tensorflow(demo_mo
         assert_same_detections(got[got[:, layout.CONFIDENCE] > 0], want, atol=1e-5)
     history = report["history"]
     assert np.isfinite(history).all() and history[-1] < 0.5 * history[0], history
+
+    # what JAX trained and saved loads on TensorFlow with the same predictions
+    import keras
+
+    from ssd_keras import SSD300
+
+    thin = SSD300(num_classes=5, width_multiplier=0.125)
+    thin.load_weights(tmp_path / "out.npz.weights.h5")
+    np.testing.assert_allclose(thin.predict(x[:2], verbose=0), out["thin"], atol=1e-4)
+    loaded = keras.saving.load_model(tmp_path / "out.npz.keras", compile=False)
+    np.testing.assert_allclose(loaded.predict(x[:2], verbose=0), out["thin"], atol=1e-4)
