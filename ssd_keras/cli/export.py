@@ -96,12 +96,10 @@ def synthetic_calibration(input_shape, size: int, seed: int = SYNTHETIC_SEED):
     import numpy as np
 
     from ..data.synthetic import make_scene
-    from ..image import preprocess_input, resize_image
+    from ..image import model_batches
 
     rng = np.random.default_rng(seed)
-    height, width = int(input_shape[0]), int(input_shape[1])
-    scenes = [resize_image(make_scene(rng)[0], (height, width)) for _ in range(size)]
-    return preprocess_input(np.stack(scenes)).astype(np.float32)
+    return next(model_batches([make_scene(rng)[0] for _ in range(size)], tuple(input_shape[:2]), size))
 
 
 def _folder_size(path: Path) -> int:
