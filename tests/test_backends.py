@@ -1,5 +1,6 @@
 """Keras backends other than TensorFlow (issue 13, first part): the keras.ops NMS equals
-detection_out on TensorFlow; on JAX (a subprocess with KERAS_BACKEND=jax) the embedded model
+detection_out on TensorFlow; on JAX and on PyTorch (a subprocess with KERAS_BACKEND set) the
+embedded model
 predicts what TensorFlow predicts, MultiboxLoss gives TensorFlow's per-image loss,
 with_detection_output equals detection_out, a thin model learns two images in model.fit, and its
 .weights.h5 and .keras files load on TensorFlow with the same predictions."""
@@ -56,7 +57,7 @@ def test_keras_ops_nms_equals_detection_out(case, demo_model):
         assert_same_detections(got[got[:, layout.CONFIDENCE] > 0], want, atol=1e-5)
 
 
-JAX_SCRIPT = r"""
+BACKEND_SCRIPT = r"""
 import json, sys
 import numpy as np
 import keras
@@ -85,19 +86,20 @@ print(json.dumps({"backend": keras.backend.backend(), "history": [float(v) for v
 """
 
 
-def test_jax_predicts_detects_computes_the_loss_and_trains_as_tensorflow(demo_model, tmp_path):
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_backend_predicts_detects_computes_the_loss_and_trains_as_tensorflow(backend, demo_model, tmp_path):
     model, _ = demo_model
     chosen = scenes()
     x = next(model_batches([scene[0] for scene in chosen], (300, 300), SCENES))
     util = BBoxUtility(5)
     y = targets(BBoxUtility(5, prior_boxes(model)), chosen)
     np.savez(tmp_path / "in.npz", x=x, y=y)
-    run = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
+    run = subprocess.run([sys.executable, "-c", BACKEND_SCRIPT, str(tmp_path / "in.npz"), str(tmp_path / "out.npz")],
                          capture_output=True, text=True, timeout=600, cwd=REPO_ROOT,
-                         env={**os.environ, "KERAS_BACKEND": "jax"})
+                         env={**os.environ, "KERAS_BACKEND": backend})
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report["backend"] == "jax"
+    assert report["backend"] == backend
     out = np.load(tmp_path / "out.npz")
 
     predictions = np.asarray(model.predict(x, verbose=0))
