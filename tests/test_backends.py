@@ -1,7 +1,6 @@
 """Keras backends other than TensorFlow (issue 13, first part): the keras.ops NMS equals
 detection_out on TensorFlow; on JAX and on PyTorch (a subprocess with KERAS_BACKEND set) the
-embedded model
-predicts what TensorFlow predicts, MultiboxLoss gives TensorFlow's per-image loss,
+embedded model predicts what TensorFlow predicts, MultiboxLoss gives TensorFlow's per-image loss,
 with_detection_output equals detection_out, a thin model learns two images in model.fit, and its
 .weights.h5 and .keras files load on TensorFlow with the same predictions."""
 
