@@ -47,7 +47,7 @@ from . import __version__
 from .boxes import decode
 from .checks import positive_int
 from .exported import (DEFAULT_CALIBRATION_SIZE, FORMATS, METADATA_KEY, PRECISIONS, MissingRuntimeError,
-                       check_export, export_format)
+                       check_export)
 from .files import atomic_path
 from .image import load_image, preprocess_input, resize_image
 from .ssd import prior_boxes
@@ -404,8 +404,7 @@ def export_model(model: keras.Model, path: str | os.PathLike[str], format: str |
         MissingRuntimeError: the converter for ``format`` is not installed (it names the package).
         PermissionError, NotADirectoryError: ``path`` cannot be written.
     """
-    format = export_format(path, format)
-    path = check_export(path, format, precision, calibration is not None)
+    path, format = check_export(path, format, precision, calibration is not None)
     heads, priors, num_classes = _ssd_heads(model)
     settings = _detection_settings(num_classes, keep_top_k, detection_kwargs)
     names = [str(name) for name in class_names] if class_names is not None else \

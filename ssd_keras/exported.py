@@ -106,11 +106,15 @@ def export_format(path: str | os.PathLike[str], format: str | None = None) -> st
     return format
 
 
-def check_export(path: str | os.PathLike[str], format: str | None, precision: str, calibration: bool) -> Path:
+def check_export(path: str | os.PathLike[str], format: str | None, precision: str,
+                 calibration: bool) -> tuple[Path, str]:
     """What :func:`ssd_keras.export.export_model` checks before any work (the CLI checks it before
     the model loads): the format (:func:`export_format`) and precision, that a SavedModel is
     float32, that int8 has ``calibration``, that the converters are installed and that ``path``
     can be written.
+
+    Returns:
+        ``(path, format)``, the format resolved by :func:`export_format`.
 
     Raises:
         ValueError, MissingRuntimeError, PermissionError, NotADirectoryError: naming the problem.
@@ -129,7 +133,7 @@ def check_export(path: str | os.PathLike[str], format: str | None, precision: st
         require_runtime(module)
     path = Path(path)
     _check_writable(path, format)
-    return path
+    return path, format
 
 
 @contextlib.contextmanager

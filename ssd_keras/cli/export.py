@@ -9,8 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..exported import DEFAULT_CALIBRATION_SIZE, FORMATS, PRECISIONS, check_export, export_format
-from ._common import OptionConflict, add_command, add_model_options, load_model, positive_int, probability
+from ..exported import DEFAULT_CALIBRATION_SIZE, FORMATS, PRECISIONS, check_export
+from ._common import (DEFAULT_NMS_THRESH, OptionConflict, add_command, add_model_options, load_model, positive_int,
+                      probability)
 
 __all__ = ["add_parser", "run", "CALIBRATION_SIZE", "SYNTHETIC", "synthetic_calibration"]
 
@@ -63,7 +64,7 @@ def add_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--conf-thresh", type=probability, default=0.01, metavar="X",
                         help="lowest confidence the file keeps, in [0, 1]; a runtime may raise it later, "
                              "never lower it (default: %(default)s)")
-    parser.add_argument("--nms-thresh", type=probability, default=0.45, metavar="X",
+    parser.add_argument("--nms-thresh", type=probability, default=DEFAULT_NMS_THRESH, metavar="X",
                         help="IoU threshold of non-maximum suppression, in [0, 1] (default: %(default)s)")
     parser.set_defaults(run=run)
     return parser
@@ -81,13 +82,12 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.precision == "int8" and args.calibration is None:
         raise OptionConflict("--precision int8 needs --calibration (a folder of images, an annotation CSV or, "
                              "for the shapes model, 'synthetic'): the images fix the int8 ranges of the activations")
-    args.format = export_format(args.out, args.format)
+    _, args.format = check_export(args.out, args.format, args.precision, args.calibration is not None)
     if args.precision == "int8" and args.calibration != SYNTHETIC and Path(args.calibration).is_dir():
         from ..data.csv_tools import list_images
 
         if not list_images(Path(args.calibration)):
             raise ValueError(f"calibration source {args.calibration} has no images")
-    check_export(args.out, args.format, args.precision, args.calibration is not None)
 
 
 def synthetic_calibration(input_shape, size: int, seed: int = SYNTHETIC_SEED):
