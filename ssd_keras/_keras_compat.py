@@ -1,9 +1,10 @@
 """Every use of Keras private API in the project, each with the Keras version it was checked on.
 
 Keras 3 has no public way to (a) find the layer that produced a symbolic tensor, (b) run a
-functional model node by node with a hook on every layer's output, or (c) build a model on a
-batch of our choosing before ``fit`` under ``MultiWorkerMirroredStrategy``. The project needs
-all three; they are here and nowhere else, so that a Keras upgrade is checked in one place.
+functional model node by node with a hook on every layer's output, (c) build a model on a
+batch of our choosing before ``fit`` under ``MultiWorkerMirroredStrategy``, or (d) seed
+everything on JAX or PyTorch without importing TensorFlow. The project needs all four; they
+are here and nowhere else, so that a Keras upgrade is checked in one place.
 
 Importing this module checks the Keras version against :data:`TESTED_KERAS` (the range
 ``setup.cfg`` states) and raises :class:`ImportError` outside it, naming the versions; set
@@ -13,12 +14,14 @@ Importing this module checks the Keras version against :data:`TESTED_KERAS` (the
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Callable
 
 import keras
 import numpy as np
 
-__all__ = ["TESTED_KERAS", "check_keras_version", "producing_layer", "run_through_graph", "MultiWorkerModel"]
+__all__ = ["TESTED_KERAS", "check_keras_version", "producing_layer", "run_through_graph", "MultiWorkerModel",
+           "set_random_seed"]
 
 TESTED_KERAS = ((3, 10), (3, 16))
 """Keras versions the private API below was checked on: from 3.10 up to, not including, 3.16
@@ -48,6 +51,31 @@ def check_keras_version(version: str | None = None) -> None:
 
 
 check_keras_version()
+
+
+class _NoTensorFlow:
+    available = False
+
+
+def set_random_seed(seed: int) -> None:
+    """``keras.utils.set_random_seed(seed)`` (Python, NumPy, the backend, Keras' global seed
+    generator), except that on JAX or PyTorch it does not import TensorFlow to seed ``tf.random``
+    (Keras does when TensorFlow is installed; nothing here draws from it on those backends, and the
+    import costs seconds and start-up log lines). Once TensorFlow is imported, it is seeded too.
+
+    Private: ``keras.src.utils.rng_utils.tf``, the lazy TensorFlow module whose ``available``
+    Keras checks (checked on Keras 3.10-3.15).
+    """
+    if keras.backend.backend() == "tensorflow" or "tensorflow" in sys.modules:
+        keras.utils.set_random_seed(seed)
+        return
+    from keras.src.utils import rng_utils
+
+    lazy, rng_utils.tf = rng_utils.tf, _NoTensorFlow()
+    try:
+        keras.utils.set_random_seed(seed)
+    finally:
+        rng_utils.tf = lazy
 
 
 def producing_layer(tensor: Any) -> Any:

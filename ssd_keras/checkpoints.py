@@ -64,9 +64,15 @@ def _state_variables(model: keras.Model) -> list[Any]:
 
 
 def _digest(model: keras.Model) -> int:
+    """CRC-32 of the state's values; integers count as int64, whatever the backend's width (the
+    optimizer's step is int64 on TensorFlow, int32 on JAX and PyTorch), so a state written on one
+    backend checks on another."""
     crc = 0
     for variable in _state_variables(model):
-        crc = zlib.crc32(np.ascontiguousarray(keras.ops.convert_to_numpy(variable)).tobytes(), crc)
+        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        if value.dtype.kind in "iu":
+            value = value.astype(np.int64)
+        crc = zlib.crc32(np.ascontiguousarray(value).tobytes(), crc)
     return crc
 
 

@@ -44,6 +44,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import __version__
+from .backends import require_tensorflow
 from .boxes import decode
 from .checks import positive_int
 from .exported import (DEFAULT_CALIBRATION_SIZE, FORMATS, METADATA_KEY, PRECISIONS, MissingRuntimeError,
@@ -404,6 +405,7 @@ def export_model(model: keras.Model, path: str | os.PathLike[str], format: str |
         MissingRuntimeError: the converter for ``format`` is not installed (it names the package).
         PermissionError, NotADirectoryError: ``path`` cannot be written.
     """
+    require_tensorflow("export_model (the converters trace TensorFlow graphs)")
     path, format = check_export(path, format, precision, calibration is not None)
     heads, priors, num_classes = _ssd_heads(model)
     settings = _detection_settings(num_classes, keep_top_k, detection_kwargs)

@@ -33,6 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from . import layout
+from .backends import require_tensorflow
 from ._keras_compat import run_through_graph
 from .gradcam_target import LOGITS_LAYER, PRIORBOX_SUFFIX, Target  # noqa: F401  (constants re-exported)
 from .visualization import gradient_image, label_text, overlay  # noqa: F401  (overlay, gradient_image: re-exported)
@@ -174,6 +175,7 @@ class GradCAM:
     """
 
     def __init__(self, model: keras.Model, layer_name: str | None = None):
+        require_tensorflow("Grad-CAM (tf.GradientTape)")
         self.model = model
         self._target = Target(model)
         choices = _four_d_layers(model)
@@ -340,6 +342,7 @@ def guided_backprop(model: keras.Model, images: Any, class_index: Any, prior_ind
         ``(N, H, W, C)`` float32 gradients, in the input's channel order (BGR for SSD inputs);
         see :func:`gradient_image` to look at them.
     """
+    require_tensorflow("guided backpropagation (tf.GradientTape)")
     target = Target(model)
     x = _check_images(model, images)
     classes, priors = target.indices(len(x), class_index, prior_index)

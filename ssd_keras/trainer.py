@@ -14,13 +14,17 @@ Started again with the same command, a run killed part-way resumes from its last
 finished run given more epochs continues (:mod:`ssd_keras.checkpoints`); other settings
 (:data:`SETTINGS`) are refused unless ``overwrite``.
 
-Distributed runs use a ``tf.distribute`` strategy: ``mirrored`` (all local GPUs, or the CPU) or
-``multiworker`` (machines listed in ``TF_CONFIG``; only the chief writes the run folder, the other
-workers write to ``<out>/worker<index>``, each folder resuming on its own).
+Runs train on every Keras backend (:mod:`ssd_keras.backends`); a checkpoint written on one backend
+resumes on another. Distributed runs on TensorFlow use a ``tf.distribute`` strategy: ``mirrored``
+(all local GPUs, or the CPU) or ``multiworker`` (machines listed in ``TF_CONFIG``; only the chief
+writes the run folder, the other workers write to ``<out>/worker<index>``, each folder resuming on
+its own). On JAX, ``mirrored`` is ``keras.distribution.DataParallel`` over every local device (each
+batch split between them); ``multiworker`` and PyTorch's distribution are not supported.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -30,11 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import keras
-import tensorflow as tf
+import numpy as np
 
 from .data.annotations import read_annotations
 from .data.generator import CSVGenerator
-from ._keras_compat import MultiWorkerModel
+from ._keras_compat import MultiWorkerModel, set_random_seed
+from .backends import BackendError
 from .checkpoints import begin_run, fit_run
 from .checks import fraction, positive_int, positive_number
 from .priors import as_prior_config
@@ -56,7 +61,8 @@ ORIGINAL_FREEZE = ("input_1", "conv1_1", "conv1_2", "pool1", "conv2_1", "conv2_2
 SETTINGS = ("csv", "val_csv", "weights", "classes", "batch_size", "lr", "lr_decay", "width_multiplier",
             "input_shape", "priors", "freeze", "seed")
 """What defines a run (``config.json`` keys): a command that changes one of them is refused. The
-others (``epochs``, ``workers``, ``keep_checkpoints``, ``strategy``) may change between commands."""
+others (``epochs``, ``workers``, ``keep_checkpoints``, ``strategy``, and the Keras backend) may change
+between commands."""
 
 
 class TrainingStopped(RuntimeError):
@@ -115,7 +121,23 @@ class _StopOnNaN(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-def _strategy(name: str | None) -> tf.distribute.Strategy:
+def _strategy(name: str | None) -> Any:
+    """The run's distribution: a ``tf.distribute.Strategy`` on TensorFlow, a
+    ``keras.distribution.DataParallel`` (or None) on JAX, None on PyTorch."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        if name == "multiworker":
+            raise BackendError("--strategy multiworker needs the TensorFlow backend (on JAX, --strategy mirrored "
+                               "splits each batch between the local devices)")
+        if name == "mirrored":
+            return keras.distribution.DataParallel(devices=keras.distribution.list_devices())
+        return None
+    if backend != "tensorflow":
+        if name is not None:
+            raise BackendError(f"--strategy {name} needs the TensorFlow or the JAX backend, not {backend}")
+        return None
+    import tensorflow as tf
+
     if name == "mirrored":
         if tf.config.list_logical_devices("GPU"):
             return tf.distribute.MirroredStrategy()  # every local GPU
@@ -127,7 +149,19 @@ def _strategy(name: str | None) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
-def _run_folder(config: TrainConfig, strategy: tf.distribute.Strategy) -> Path:
+def _replicas(strategy: Any) -> int:
+    if strategy is None:
+        return 1
+    if isinstance(strategy, keras.distribution.DataParallel):
+        return int(np.prod(strategy.device_mesh.devices.shape))
+    return int(strategy.num_replicas_in_sync)
+
+
+def _scope(strategy: Any) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+
+def _run_folder(config: TrainConfig, strategy: Any) -> Path:
     """The chief writes the run folder; other workers of a multi-worker run their own."""
     folder = Path(config.out)
     resolver = getattr(strategy, "cluster_resolver", None)
@@ -138,10 +172,12 @@ def _run_folder(config: TrainConfig, strategy: tf.distribute.Strategy) -> Path:
     return folder
 
 
-def _sharded(data: CSVGenerator | None) -> tf.data.Dataset | None:
+def _sharded(data: CSVGenerator | None) -> Any:
     """tf.data with element-wise sharding: every worker reads all files and keeps its share."""
     if data is None:
         return None
+    import tensorflow as tf
+
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return data.as_dataset().with_options(options)
@@ -175,14 +211,14 @@ def train(config: TrainConfig, verbose: int = 1, overwrite: bool = False,
     num_classes = len(class_names) + 1
     record = {**asdict(config), "classes": class_names, "num_classes": num_classes,
               "input_shape": list(config.input_shape), "freeze": list(config.freeze),
-              "replicas": strategy.num_replicas_in_sync}
+              "replicas": _replicas(strategy), "backend": keras.backend.backend()}
     for key in ("csv", "val_csv", "weights"):
         record[key] = os.path.abspath(record[key]) if record[key] else None
 
     with open_run(_run_folder(config, strategy), record, SETTINGS, overwrite, say) as run:
         if config.seed is not None:
-            keras.utils.set_random_seed(config.seed)
-        with strategy.scope():
+            set_random_seed(config.seed)
+        with _scope(strategy):
             model = SSD300(tuple(config.input_shape), num_classes=num_classes,
                            width_multiplier=config.width_multiplier, priors=config.priors)
             if config.strategy == "multiworker":
@@ -212,13 +248,18 @@ def train(config: TrainConfig, verbose: int = 1, overwrite: bool = False,
                     if config.val_csv else None)
         if config.strategy == "multiworker":
             train_data, val_data = _sharded(train_data), _sharded(val_data)
+        elif isinstance(strategy, keras.distribution.DataParallel):  # JAX: batches split evenly
+            for data in filter(None, (train_data, val_data)):
+                data.even_batches(_replicas(strategy))
 
         nan_guard = _StopOnNaN()
         schedule = keras.callbacks.LearningRateScheduler(lambda epoch: config.lr * config.lr_decay ** epoch)
-        history, saved = fit_run(model, run, state, train_data, epochs=config.epochs,
-                                 keep=config.keep_checkpoints, verbose=verbose,
-                                 callbacks=[schedule, nan_guard], validation_data=val_data,
-                                 ylabel="MultiboxLoss")
+        # JAX's DataParallel splits the batches while it is the current distribution
+        with _scope(strategy) if keras.backend.backend() == "jax" else contextlib.nullcontext():
+            history, saved = fit_run(model, run, state, train_data, epochs=config.epochs,
+                                     keep=config.keep_checkpoints, verbose=verbose,
+                                     callbacks=[schedule, nan_guard], validation_data=val_data,
+                                     ylabel="MultiboxLoss")
         if nan_guard.where is not None:
             epoch, batch, loss = nan_guard.where
             last = (f"epochs 1-{saved.epoch} are saved in {run.checkpoints}" if saved.epoch

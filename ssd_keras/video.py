@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from . import layout
+from .backends import chosen_backend
 from .image import preprocess_input
 from .ssd_utils import BBoxUtility
 from .visualization import class_colors, draw_box, draw_detections
@@ -255,6 +256,9 @@ class VideoTest:
         self.colors = class_colors(max(1, len(names)))
         if self.exported:
             self._forward = model.predict  # detection rows per image
+            return
+        if chosen_backend() != "tensorflow":  # JAX, PyTorch: Keras' compiled predict step
+            self._forward = model.predict_on_batch
             return
         import tensorflow as tf
 

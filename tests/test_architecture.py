@@ -205,7 +205,7 @@ LIGHT_MODULES = ["ssd_keras", "ssd_keras.data", "ssd_keras.data.annotations", "s
                  "ssd_keras.visualization", "ssd_keras.plots", "ssd_keras.checks", "ssd_keras.marknet", "ssd_keras.cli",
                  "ssd_keras.evaluation", "ssd_keras.coco_metrics", "ssd_keras.detections_csv", "ssd_keras.data.coco",
                  "ssd_keras.data.yolo", "ssd_keras.priors", "ssd_keras.prior_search", "ssd_keras.data.check",
-                 "ssd_keras.exported"]
+                 "ssd_keras.exported", "ssd_keras.backends"]
 
 
 def test_data_tools_import_no_tensorflow():

@@ -35,6 +35,28 @@ def test_batches_have_the_model_shapes(dataset, bbox_util):
         gen[3]
 
 
+@pytest.mark.parametrize("batch_size, multiple, sizes", [(4, 2, [4, 2]), (3, 3, [3, 3]), (2, 2, [2, 2, 2]),
+                                                        (6, 2, [6]), (1, 1, [1] * 7)])
+def test_even_batches_split_evenly_between_devices(dataset, bbox_util, batch_size, multiple, sizes):
+    gen = CSVGenerator(dataset, bbox_util, batch_size=batch_size, seed=2)
+    order = list(gen.order(0))
+    gen.even_batches(multiple)
+    assert [len(gen.batch_indices(b, 0)) for b in range(len(gen))] == sizes
+    # the kept examples are the epoch's order cut short: at most multiple - 1 left out, others each epoch
+    taken = [int(i) for b in range(len(gen)) for i in gen.batch_indices(b, 0)]
+    assert taken == order[:len(taken)] and 7 - len(taken) < multiple
+    assert gen[len(gen) - 1][0].shape[0] == sizes[-1]
+
+
+def test_even_batches_refuse_what_cannot_split(dataset, bbox_util):
+    gen = CSVGenerator(dataset, bbox_util, batch_size=3, seed=2)
+    with pytest.raises(ValueError, match="batch_size 3 does not split evenly between 2 devices"):
+        gen.even_batches(2)
+    gen = CSVGenerator(dataset, bbox_util, batch_size=8, seed=2)
+    with pytest.raises(ValueError, match="7 examples cannot fill a batch split between 8 devices"):
+        gen.even_batches(8)
+
+
 def test_validation_batches_are_plain_resized_images_and_exact_targets(dataset, bbox_util):
     gen = CSVGenerator(dataset, bbox_util, batch_size=7, train=False)
     x, y = gen[0]

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from .. import checks
-from ..models import WEIGHTS_HELP, ResolvedModel, import_tensorflow_quietly, read_class_names
+from ..backends import import_backend_quietly
+from ..models import WEIGHTS_HELP, ResolvedModel, read_class_names
 
 __all__ = ["checked", "positive_int", "non_negative_int", "positive_float", "probability", "nonzero_fraction",
            "iou_threshold", "dropout_rate", "add_command", "add_model_options", "class_list", "load_model",
@@ -120,7 +121,7 @@ def _warn_untrained(resolved: ResolvedModel) -> ResolvedModel:
 
 def untrained_model(classes: Sequence[str], width_multiplier: float | None = None) -> ResolvedModel:
     """An untrained, seeded SSD300 for ``classes``, with a WARNING on stderr."""
-    import_tensorflow_quietly()
+    import_backend_quietly()
     from ..models import resolve_model
 
     return _warn_untrained(resolve_model(None, list(classes), width_multiplier, allow_untrained=True))
@@ -135,7 +136,7 @@ def load_model(args: argparse.Namespace, width_multiplier: float | None = None) 
             says what to pass), or ``--weights`` is not a file.
         ValueError: the weights' run contradicts ``--classes``, or the weights do not fit.
     """
-    import_tensorflow_quietly()
+    import_backend_quietly()
     from ..models import resolve_model
 
     return _warn_untrained(resolve_model(args.weights, class_list(args.classes), width_multiplier,

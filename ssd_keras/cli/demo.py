@@ -56,8 +56,10 @@ def detection_table(result: Mapping[str, Any], threshold: float) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends import require_tensorflow
     from ..models import import_tensorflow_quietly
 
+    require_tensorflow("demo (it explains detections with Grad-CAM, which uses tf.GradientTape)")
     import_tensorflow_quietly()
     from ..demo import DRAW_THRESHOLD, VOC_HINT, run_demo, runs_on_scenes
 

@@ -96,9 +96,10 @@ def _model_for(args: argparse.Namespace, csv_classes: Sequence[str]):
         if unknown:
             raise _mismatch(args.csv, unknown, resolved.class_names)
         return resolved
-    from ..models import import_tensorflow_quietly, resolve_model
+    from ..backends import import_backend_quietly
+    from ..models import resolve_model
 
-    import_tensorflow_quietly()
+    import_backend_quietly()
     classes = class_list(args.classes)
     try:
         resolved = resolve_model(None, classes, args.width_multiplier)

@@ -109,6 +109,9 @@ def _folder_size(path: Path) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends import require_tensorflow
+
+    require_tensorflow("export (the converters trace TensorFlow graphs)")
     _check_arguments(args)
     model, class_names, _ = load_model(args)
     from ..export import calibration_images, export_model

@@ -37,6 +37,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..backends import require_tensorflow
+
+    require_tensorflow("gradcam (Grad-CAM uses tf.GradientTape)")
     model, class_names, _ = load_model(args)
     import cv2
 

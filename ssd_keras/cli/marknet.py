@@ -92,9 +92,9 @@ def add_parser(commands) -> argparse.ArgumentParser:
 
 @interruptible
 def run_train(args: argparse.Namespace) -> int:
-    from ..models import import_tensorflow_quietly
+    from ..backends import import_backend_quietly
 
-    import_tensorflow_quietly()
+    import_backend_quietly()
     from ..marknet import MarkNetConfig, train_marknet
 
     config = MarkNetConfig(csv=args.csv, out=args.out, val_csv=args.val_csv, classes=class_list(args.classes),
@@ -117,9 +117,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..models import import_tensorflow_quietly
+    from ..backends import import_backend_quietly
 
-    import_tensorflow_quietly()
+    import_backend_quietly()
     from ..marknet import evaluate_marknet, format_classification_report, load_marknet
     from ..plots import plot_confusion_matrix
 
@@ -135,8 +135,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_explain(args: argparse.Namespace) -> int:
+    from ..backends import require_tensorflow
     from ..models import import_tensorflow_quietly
 
+    require_tensorflow("marknet explain (Grad-CAM uses tf.GradientTape)")
     import_tensorflow_quietly()
     import cv2
 

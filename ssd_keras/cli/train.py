@@ -11,6 +11,7 @@ import functools
 import os
 import sys
 
+from ..backends import BACKENDS
 from ._common import add_command, class_list, nonzero_fraction, positive_float, positive_int
 
 __all__ = ["add_parser", "run", "CPU_DEVICES_ENV", "add_run_folder_options", "run_training", "interruptible",
@@ -18,7 +19,8 @@ __all__ = ["add_parser", "run", "CPU_DEVICES_ENV", "add_run_folder_options", "ru
 
 CPU_DEVICES_ENV = "SSD_KERAS_CPU_DEVICES"
 """Set to N to split the CPU into N logical devices, so that ``--strategy mirrored`` runs (and is
-tested) on a machine without GPUs."""
+tested) on a machine without GPUs: TensorFlow's logical devices, or JAX's host platform devices
+(``XLA_FLAGS=--xla_force_host_platform_device_count=N``)."""
 EXAMPLES = (
     "%(prog)s --csv train.csv --val-csv val.csv --out runs/mine --epochs 30 --seed 0",
     "%(prog)s --csv train.csv --out runs/ft --weights weights/weights_SSD300.hdf5 --freeze original "
@@ -29,7 +31,7 @@ RUN_FOLDER_HELP = (
     "One run folder holds one run, run by one process at a time (a second one exits with status 2). Run "
     "the same command again to resume a run that was killed or interrupted; give a finished run a larger "
     "--epochs to continue it. Other settings than the folder's (everything but --epochs, --workers, "
-    "--keep-checkpoints, --strategy and --quiet) are refused (status 2) unless --overwrite. Every file "
+    "--keep-checkpoints, --strategy, --backend and --quiet) are refused (status 2) unless --overwrite. Every file "
     "is written whole or not at all.")
 
 
@@ -62,7 +64,11 @@ def add_parser(commands) -> argparse.ArgumentParser:
                              "notebook's conv1_1 .. pool3 (for fine-tuning from VOC weights). Default: "
                              "nothing is frozen")
     parser.add_argument("--strategy", choices=["mirrored", "multiworker"],
-                        help="tf.distribute strategy: all local GPUs, or the workers of TF_CONFIG")
+                        help="tf.distribute strategy: all local GPUs, or the workers of TF_CONFIG; on JAX, "
+                             "mirrored is keras.distribution.DataParallel over the local devices")
+    parser.add_argument("--backend", choices=BACKENDS,
+                        help="Keras backend (default: $KERAS_BACKEND, else Keras' own setting, else tensorflow); "
+                             "a run may resume on another backend")
     parser.add_argument("--priors", metavar="PATH",
                         help="prior configuration JSON (csv check --suggest-priors writes one; default: "
                              "SSD300's 7308 priors); kept in the run's config.json")
@@ -127,11 +133,17 @@ def interruptible(command):
 
 @interruptible
 def run(args: argparse.Namespace) -> int:
-    from ..models import import_tensorflow_quietly
+    from ..backends import chosen_backend, import_backend_quietly, use_backend
 
-    import_tensorflow_quietly()
-    if os.environ.get(CPU_DEVICES_ENV):
-        _split_cpu(int(os.environ[CPU_DEVICES_ENV]))
+    if args.backend:
+        use_backend(args.backend)
+    devices = os.environ.get(CPU_DEVICES_ENV)
+    if devices and chosen_backend() == "jax" and "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={int(devices)}".strip()
+    import_backend_quietly()
+    if devices and chosen_backend() == "tensorflow":
+        _split_cpu(int(devices))
     classes = class_list(args.classes)
     from ..trainer import ORIGINAL_FREEZE, TrainConfig, TrainingStopped, train
 

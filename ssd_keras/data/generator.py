@@ -1,5 +1,8 @@
 """Training batches from an annotation CSV: a Keras ``PyDataset`` and the same as ``tf.data``.
 
+The ``PyDataset`` feeds ``model.fit`` on every Keras backend (TensorFlow, JAX, PyTorch); only
+:meth:`CSVGenerator.as_dataset` and :func:`make_dataset` import TensorFlow.
+
 Each example is decoded strictly (:func:`ssd_keras.image.load_image`), augmented
 (:mod:`ssd_keras.data.augment`) with a random generator seeded by ``(seed, epoch, index)``
 (so a seeded run gives the same batches whatever the number of workers), preprocessed for the
@@ -8,18 +11,20 @@ Caffe-ported weights and encoded with :meth:`ssd_keras.BBoxUtility.assign_boxes`
 
 from __future__ import annotations
 
-import math
 import os
+from typing import TYPE_CHECKING
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from ..boxes import to_normalized
 from ..image import load_image, preprocess_input
 from ..ssd_utils import BBoxUtility
 from .annotations import read_annotations
 from .augment import Augmentation, augment
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 __all__ = ["CSVGenerator", "SeededBatches", "make_dataset"]
 
@@ -39,9 +44,29 @@ class SeededBatches(keras.utils.PyDataset):
         self.shuffle = bool(shuffle) and self.train
         self.seed = int(np.random.SeedSequence().entropy % 2**63) if seed is None else int(seed)
         self.epoch = 0
+        self.batch_multiple = 1
+
+    def even_batches(self, multiple: int) -> None:
+        """Makes every batch's size a multiple of ``multiple``, for a distribution that splits each
+        batch evenly between ``multiple`` devices (JAX's ``keras.distribution.DataParallel``): the
+        last batch of an epoch is cut down to a multiple, which leaves out up to ``multiple - 1``
+        examples of that epoch (other ones each epoch when shuffled).
+
+        Raises:
+            ValueError: ``batch_size`` is not a multiple of ``multiple``, or there are fewer
+                examples than ``multiple``.
+        """
+        multiple = int(multiple)
+        if multiple < 1 or self.batch_size % multiple:
+            raise ValueError(f"batch_size {self.batch_size} does not split evenly between {multiple} devices: "
+                             f"use a multiple of {multiple}")
+        if len(self.records) < multiple:
+            raise ValueError(f"{len(self.records)} examples cannot fill a batch split between {multiple} devices")
+        self.batch_multiple = multiple
 
     def __len__(self) -> int:
-        return math.ceil(len(self.records) / self.batch_size)
+        full, rest = divmod(len(self.records), self.batch_size)
+        return full + (rest >= self.batch_multiple)
 
     def order(self, epoch: int) -> np.ndarray:
         """The example indices of an epoch, in the order batches take them."""
@@ -51,7 +76,8 @@ class SeededBatches(keras.utils.PyDataset):
 
     def batch_indices(self, batch: int, epoch: int) -> np.ndarray:
         """The example indices of batch ``batch`` of epoch ``epoch``."""
-        return self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+        indices = self.order(epoch)[batch * self.batch_size:(batch + 1) * self.batch_size]
+        return indices[:len(indices) - len(indices) % self.batch_multiple]
 
     def load_batch(self, batch: int, epoch: int):
         raise NotImplementedError
@@ -131,15 +157,19 @@ class CSVGenerator(SeededBatches):
                                 for i in self.batch_indices(batch, epoch)))
         return np.stack(images), np.stack(targets)
 
-    def as_dataset(self, num_parallel_calls: int = tf.data.AUTOTUNE,
-                   prefetch: int = tf.data.AUTOTUNE) -> tf.data.Dataset:
+    def as_dataset(self, num_parallel_calls: int | None = None,
+                   prefetch: int | None = None) -> tf.data.Dataset:
         """The same batches as a ``tf.data.Dataset`` (batches loaded in parallel and
-        prefetched), for ``tf.distribute`` and input pipelines.
+        prefetched), for ``tf.distribute`` and input pipelines (TensorFlow only; ``None``
+        stands for ``tf.data.AUTOTUNE``).
 
         Every iteration over the dataset is a new epoch (a new order and new augmentations
         when training), as with the ``PyDataset``. Whole batches cross into Python, not single
         examples: the decoding and OpenCV work release the GIL, the per-call overhead does not.
         """
+        import tensorflow as tf
+
+        autotune = tf.data.AUTOTUNE
         spec = (tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.int64))
         batches = tf.data.Dataset.from_generator(self._epoch_batches, output_signature=spec)
         batches = batches.apply(tf.data.experimental.assert_cardinality(len(self)))
@@ -153,8 +183,9 @@ class CSVGenerator(SeededBatches):
             y.set_shape((None, num_priors, columns))
             return x, y
 
-        dataset = batches.map(load, num_parallel_calls=num_parallel_calls, deterministic=True)
-        return dataset.prefetch(prefetch)
+        dataset = batches.map(load, num_parallel_calls=autotune if num_parallel_calls is None else num_parallel_calls,
+                              deterministic=True)
+        return dataset.prefetch(autotune if prefetch is None else prefetch)
 
     def _epoch_batches(self):
         epoch, self._dataset_epoch = self._dataset_epoch, self._dataset_epoch + 1

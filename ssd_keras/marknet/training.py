@@ -25,6 +25,7 @@ from typing import Any
 
 import keras
 
+from .._keras_compat import set_random_seed
 from ..checkpoints import begin_run, fit_run
 from ..checks import positive_int, positive_number
 from ..runs import CONFIG_FILENAME, find_run_config, open_run
@@ -122,7 +123,7 @@ def train_marknet(config: MarkNetConfig, verbose: int = 1, overwrite: bool = Fal
 
     with open_run(config.out, record, SETTINGS, overwrite, say) as run:
         if config.seed is not None:
-            keras.utils.set_random_seed(config.seed)
+            set_random_seed(config.seed)
         model = MarkNet(len(class_names), (*size, 3), config.backbone, config.weights, config.filters,
                         config.dropout)
         schedule = keras.optimizers.schedules.CosineDecay(config.lr, decay_steps=config.epochs * len(train_data))
