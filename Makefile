@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) bench/bench_gradcam.py
 	$(PY) bench/bench_video.py
 	$(PY) bench/bench_export.py
+	$(PY) bench/bench_backends.py
 
 clean:
 	rm -rf $(VENV) demo_output build *.egg-info .pytest_cache .hypothesis

@@ -206,6 +206,9 @@ def train(config: TrainConfig, verbose: int = 1, overwrite: bool = False,
         ValueError, FileNotFoundError: bad CSVs, classes or weights (named in the message).
     """
     strategy = _strategy(config.strategy)
+    if isinstance(strategy, keras.distribution.DataParallel) and config.batch_size % _replicas(strategy):
+        raise ValueError(f"--batch-size {config.batch_size} does not split evenly between the {_replicas(strategy)} "
+                         f"devices of --strategy mirrored on JAX: use a multiple of {_replicas(strategy)}")
     height, width = config.input_shape[:2]
     _, class_names = read_annotations(config.csv, config.classes)
     num_classes = len(class_names) + 1

@@ -34,7 +34,9 @@ from ssd_keras.cli import main
 csv, single, mirrored = sys.argv[1:4]
 settings = sys.argv[4:]
 status = [main(["train", "--backend", "jax", "--csv", csv, "--out", single, *settings]),
-          main(["train", "--backend", "jax", "--csv", csv, "--out", mirrored, "--strategy", "mirrored", *settings])]
+          main(["train", "--backend", "jax", "--csv", csv, "--out", mirrored, "--strategy", "mirrored", *settings]),
+          main(["train", "--backend", "jax", "--csv", csv, "--out", mirrored + "3", "--strategy", "mirrored", *settings,
+                "--batch-size", "3"])]
 import jax
 print(json.dumps({"status": status, "devices": jax.device_count(), "tensorflow": "tensorflow" in sys.modules}))
 """
@@ -59,7 +61,9 @@ def test_a_run_trains_on_jax_with_data_parallel_and_continues_on_torch_then_tens
                          env={**cli_env(), cli.CPU_DEVICES_ENV: "2"})
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads(run.stdout.strip().splitlines()[-1])
-    assert report == {"status": [0, 0], "devices": 2, "tensorflow": False}
+    assert report == {"status": [0, 0, 1], "devices": 2, "tensorflow": False}
+    assert ("error: --batch-size 3 does not split evenly between the 2 devices of --strategy mirrored on JAX: "
+            "use a multiple of 2") in run.stderr
     for folder, replicas in ((single, 1), (mirrored, 2)):
         config = json.loads((folder / "config.json").read_text())
         assert (config["backend"], config["replicas"]) == ("jax", replicas)
