@@ -26,10 +26,8 @@ of ``bench/RESULTS.md`` (the rest of the file is kept).
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -131,16 +129,6 @@ def run_config(name: str, runs: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def machine() -> dict[str, str]:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "date": datetime.datetime.now().isoformat(timespec="seconds")}
-
-
 def summarize(results: dict[str, list[dict]]) -> list[dict]:
     rows = []
     for name, reports in results.items():
@@ -158,7 +146,8 @@ def summarize(results: dict[str, list[dict]]) -> list[dict]:
 
 def table(rows: list[dict], about: dict[str, str], runs: int, rounds: int) -> str:
     best = max(rows, key=lambda row: row["train_ratio"])
-    other = max((row for row in rows if not row["config"].startswith(BASELINE)), key=lambda row: row["train_ratio"])
+    other = max((row for row in rows if not row["config"].startswith(BASELINE)), key=lambda row: row["train_ratio"],
+                default=None)
     verdict = "met" if best["train_ratio"] >= 1.2 else "not met"
     lines = [SECTION, "",
              f"`python bench/bench_backends.py --runs {runs} --rounds {rounds}`; {about['cpu']}, {about['cores']} "
@@ -174,7 +163,8 @@ def table(rows: list[dict], about: dict[str, str], runs: int, rounds: int) -> st
                      f"{row['forward_warmup'] / 1e3:.1f} / {row['train_warmup'] / 1e3:.1f} | {row['matmul']:.1f} |")
     lines += ["", f"Target: the fastest training step at least 1.2x TensorFlow's: **{verdict}**. Fastest "
                   f"configuration: {best['config']} ({best['train_ratio']:.2f}x); fastest other backend: "
-                  f"{other['config']} ({other['train_ratio']:.2f}x).", "", TRIED, ""]
+                  + (f"{other['config']} ({other['train_ratio']:.2f}x)." if other else "none measured."),
+              "", TRIED, ""]
     return "\n".join(lines)
 
 
@@ -223,6 +213,8 @@ def main() -> None:
         about, results = saved["machine"], saved["results"]
         args.runs, args.rounds = saved.get("runs", args.runs), saved.get("rounds", args.rounds)
     else:
+        from bench_forward import machine  # CPU, cores, versions, date (imports TensorFlow: this process only)
+
         about, results = machine(), measure(args.configs, args.runs, args.rounds)
     text = table(summarize(results), about, args.runs, args.rounds)
     print(text)
