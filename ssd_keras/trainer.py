@@ -206,15 +206,17 @@ def train(config: TrainConfig, verbose: int = 1, overwrite: bool = False,
         ValueError, FileNotFoundError: bad CSVs, classes or weights (named in the message).
     """
     strategy = _strategy(config.strategy)
-    if isinstance(strategy, keras.distribution.DataParallel) and config.batch_size % _replicas(strategy):
-        raise ValueError(f"--batch-size {config.batch_size} does not split evenly between the {_replicas(strategy)} "
-                         f"devices of --strategy mirrored on JAX: use a multiple of {_replicas(strategy)}")
+    replicas = _replicas(strategy)
+    data_parallel = isinstance(strategy, keras.distribution.DataParallel)  # JAX: each batch split evenly
+    if data_parallel and config.batch_size % replicas:
+        raise ValueError(f"--batch-size {config.batch_size} does not split evenly between the {replicas} "
+                         f"devices of --strategy mirrored on JAX: use a multiple of {replicas}")
     height, width = config.input_shape[:2]
     _, class_names = read_annotations(config.csv, config.classes)
     num_classes = len(class_names) + 1
     record = {**asdict(config), "classes": class_names, "num_classes": num_classes,
               "input_shape": list(config.input_shape), "freeze": list(config.freeze),
-              "replicas": _replicas(strategy), "backend": keras.backend.backend()}
+              "replicas": replicas, "backend": keras.backend.backend()}
     for key in ("csv", "val_csv", "weights"):
         record[key] = os.path.abspath(record[key]) if record[key] else None
 
@@ -251,14 +253,14 @@ def train(config: TrainConfig, verbose: int = 1, overwrite: bool = False,
                     if config.val_csv else None)
         if config.strategy == "multiworker":
             train_data, val_data = _sharded(train_data), _sharded(val_data)
-        elif isinstance(strategy, keras.distribution.DataParallel):  # JAX: batches split evenly
+        elif data_parallel:
             for data in filter(None, (train_data, val_data)):
-                data.even_batches(_replicas(strategy))
+                data.even_batches(replicas)
 
         nan_guard = _StopOnNaN()
         schedule = keras.callbacks.LearningRateScheduler(lambda epoch: config.lr * config.lr_decay ** epoch)
         # JAX's DataParallel splits the batches while it is the current distribution
-        with _scope(strategy) if keras.backend.backend() == "jax" else contextlib.nullcontext():
+        with _scope(strategy) if data_parallel else contextlib.nullcontext():
             history, saved = fit_run(model, run, state, train_data, epochs=config.epochs,
                                      keep=config.keep_checkpoints, verbose=verbose,
                                      callbacks=[schedule, nan_guard], validation_data=val_data,
